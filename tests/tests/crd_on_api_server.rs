@@ -1,0 +1,175 @@
+//! The generated `DiLoCoServer` CRD on a real kube-apiserver: it installs and becomes
+//! Established, resources round-trip with the API server's defaults, and the schema and CEL
+//! rules reject bad resources with readable messages.
+
+use std::time::Duration;
+
+use diloco_crds::{DiLoCoServer, crd};
+use diloco_tests::LocalCluster;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Resource};
+use serde_json::json;
+
+async fn client_with_crd_installed() -> Client {
+    let client = LocalCluster::shared().client().await.unwrap();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let crd = crd();
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply("diloco-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let established = await_condition(crds, &name, conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .expect("CRD not Established within 30 s")
+        .unwrap();
+    client
+}
+
+/// The untyped API, so tests can send what the Rust types cannot express.
+fn raw_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<DiLoCoServer>(&());
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Creates a raw `DiLoCoServer` and returns the API server's error message.
+async fn rejection_message(client: &Client, namespace: &str, spec: serde_json::Value) -> String {
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": DiLoCoServer::api_version(&()),
+        "kind": DiLoCoServer::kind(&()),
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }))
+    .unwrap();
+    match raw_api(client, namespace)
+        .create(&PostParams::default(), &object)
+        .await
+    {
+        Ok(_) => panic!("the API server accepted an invalid DiLoCoServer: {spec}"),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            status.message
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn minimal_resource_round_trips_with_server_side_defaults() {
+    let client = client_with_crd_installed().await;
+    let namespace = LocalCluster::shared()
+        .namespace(&client, "crd-roundtrip")
+        .await
+        .unwrap();
+    let api = Api::<DiLoCoServer>::namespaced(client.clone(), &namespace);
+
+    // Only the required field: everything else must come from the schema's defaults.
+    let minimal: DiLoCoServer = serde_json::from_value(json!({
+        "apiVersion": "diloco.dev/v1alpha1",
+        "kind": "DiLoCoServer",
+        "metadata": {"name": "llm"},
+        "spec": {"image": "diloco-coordinator:test"},
+    }))
+    .unwrap();
+    raw_api(&client, &namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::to_value(&minimal).unwrap()).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let stored = raw_api(&client, &namespace).get("llm").await.unwrap();
+    let spec = &stored.data["spec"];
+    assert_eq!(spec["image"], "diloco-coordinator:test");
+    assert_eq!(
+        spec["control"]["port"], 8512,
+        "defaulted by the API server: {spec}"
+    );
+    assert_eq!(
+        spec["bulk"],
+        json!({"enabled": true, "port": 8513, "tls": true, "auth": true})
+    );
+    assert_eq!(
+        spec["training"]["outerOptimizer"],
+        json!({"lr": 0.7, "momentum": 0.9, "nesterov": true})
+    );
+
+    let typed = api.get("llm").await.unwrap();
+    assert_eq!(typed.spec.training.sync_every, 500);
+    assert_eq!(typed.metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn schema_violations_are_rejected_with_their_messages() {
+    let client = client_with_crd_installed().await;
+    let namespace = LocalCluster::shared()
+        .namespace(&client, "crd-invalid")
+        .await
+        .unwrap();
+
+    let message = rejection_message(&client, &namespace, json!({})).await;
+    assert!(message.contains("spec.image: Required value"), "{message}");
+
+    let message = rejection_message(
+        &client,
+        &namespace,
+        json!({"image": "x", "control": {"port": 70000}}),
+    )
+    .await;
+    assert!(message.contains("spec.control.port"), "{message}");
+    assert!(message.contains("65535"), "{message}");
+
+    let message =
+        rejection_message(&client, &namespace, json!({"image": "x", "device": "tpu"})).await;
+    assert!(
+        message.contains(r#"spec.device: Unsupported value: "tpu""#),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn cel_rules_are_enforced_by_the_api_server() {
+    let client = client_with_crd_installed().await;
+    let namespace = LocalCluster::shared()
+        .namespace(&client, "crd-cel")
+        .await
+        .unwrap();
+
+    let message = rejection_message(
+        &client,
+        &namespace,
+        json!({"image": "x", "bulk": {"tls": false, "auth": true}}),
+    )
+    .await;
+    assert!(message.contains("bulk.auth requires bulk.tls"), "{message}");
+
+    let message = rejection_message(
+        &client,
+        &namespace,
+        json!({"image": "x", "bulk": {"port": 8512}}),
+    )
+    .await;
+    assert!(
+        message.contains("bulk.port must differ from control.port"),
+        "{message}"
+    );
+
+    // The same ports are fine when the bulk plane is off.
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "diloco.dev/v1alpha1", "kind": "DiLoCoServer",
+        "metadata": {"name": "no-bulk"},
+        "spec": {"image": "x", "bulk": {"enabled": false, "port": 8512}},
+    }))
+    .unwrap();
+    raw_api(&client, &namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+}
