@@ -2,13 +2,21 @@
 //! pseudo-gradients to and receive averaged parameters from.
 //!
 //! Data path of an upload: [`upload`] validates it while it streams in, [`fold`] adds it to
-//! the round's accumulator in [`outer_state`], and when the round closes
+//! the round's accumulator in [`outer_state`], and when the [`engine`] closes the round,
 //! [`outer_optimizer`] steps θ, which is encoded once for every waiting worker.
 
+pub mod api_error;
+pub mod checkpoint;
+pub mod config;
 pub mod device;
+pub mod engine;
 pub mod fold;
-pub mod model;
+pub mod http;
+pub mod metrics;
 pub mod outer_optimizer;
 pub mod outer_state;
+pub mod server;
 pub mod upload;
-pub mod wire;
+
+pub use diloco_client::wire;
+pub use diloco_client::wire::layout as model;

@@ -1,14 +1,37 @@
-//! `diloco-coordinator`: the DiLoCo coordinator server.
+//! `diloco-coordinator --config FILE`: the DiLoCo coordinator server.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Parser;
+use diloco_coordinator::config::Config;
 use diloco_coordinator::device::{DeviceChoice, describe, resolve_device};
 
 #[derive(Parser)]
-#[command(version, about = "DiLoCo coordinator (outer optimizer)")]
+#[command(
+    version,
+    about = "DiLoCo coordinator: the outer optimizer workers sync with"
+)]
 struct Cli {
-    /// Where the outer optimizer runs.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, env = "DILOCO_DEVICE")]
-    device: DeviceChoice,
+    /// YAML configuration file (see docs/coordinator.md); defaults apply without one.
+    #[arg(long, env = "DILOCO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides `listen`.
+    #[arg(long, env = "DILOCO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Overrides `device`.
+    #[arg(long, value_enum, env = "DILOCO_DEVICE")]
+    device: Option<DeviceChoice>,
+    /// Overrides `checkpoint.dir`.
+    #[arg(long, env = "DILOCO_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Overrides `model.initial_parameters`.
+    #[arg(long, env = "DILOCO_INITIAL_PARAMETERS")]
+    initial_parameters: Option<PathBuf>,
+    /// Log filter (tracing's `EnvFilter` syntax).
+    #[arg(long, env = "DILOCO_LOG", default_value = "info")]
+    log: String,
     /// Print the device libtorch gives us and exit.
     #[arg(long)]
     check_device: bool,
@@ -16,10 +39,36 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let device = resolve_device(cli.device)?;
-    println!("{}", describe(device));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(device) = cli.device {
+        config.device = device;
+    }
+    if cli.checkpoint_dir.is_some() {
+        config.checkpoint.dir = cli.checkpoint_dir;
+    }
+    if cli.initial_parameters.is_some() {
+        config.model.initial_parameters = cli.initial_parameters;
+    }
+    config.validate()?;
     if cli.check_device {
+        println!("{}", describe(resolve_device(config.device)?));
         return Ok(());
     }
-    anyhow::bail!("the coordinator server is not built yet (only --check-device works)")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?
+        .block_on(diloco_coordinator::server::run(config))
 }

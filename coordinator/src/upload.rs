@@ -113,7 +113,9 @@ enum Stage {
 
 /// Consumes an upload body chunk by chunk.
 pub struct UploadReceiver {
-    expectation: Expectation,
+    expectation: Option<Expectation>,
+    /// Chunks that arrived after the frame header but before the expectation was known.
+    held: Vec<Bytes>,
     stage: Stage,
     /// Bytes of the current header that have arrived but are not parsed yet.
     pending: Vec<u8>,
@@ -132,8 +134,17 @@ pub struct UploadReceiver {
 impl UploadReceiver {
     /// A receiver for an upload that must meet `expectation`.
     pub fn new(expectation: Expectation) -> Self {
+        let mut receiver = Self::awaiting_expectation();
+        receiver.expectation = Some(expectation);
+        receiver
+    }
+
+    /// A receiver whose expectation depends on who sends the upload: once [`Self::frame`]
+    /// names the worker, call [`Self::set_expectation`]. Until then later bytes are held.
+    pub fn awaiting_expectation() -> Self {
         Self {
-            expectation,
+            expectation: None,
+            held: Vec::new(),
             stage: Stage::Frame,
             pending: Vec::new(),
             frame: None,
@@ -153,9 +164,22 @@ impl UploadReceiver {
         self.frame.as_ref()
     }
 
+    /// Sets what the upload must contain and processes the bytes held until now.
+    pub fn set_expectation(&mut self, expectation: Expectation) -> Result<(), UploadError> {
+        self.expectation = Some(expectation);
+        for chunk in std::mem::take(&mut self.held) {
+            self.push(chunk)?;
+        }
+        Ok(())
+    }
+
     /// Feeds the next chunk of the body.
     pub fn push(&mut self, mut chunk: Bytes) -> Result<(), UploadError> {
         while !chunk.is_empty() {
+            if self.frame.is_some() && self.expectation.is_none() {
+                self.held.push(chunk);
+                return Ok(());
+            }
             match self.stage {
                 Stage::Frame => {
                     let parsed = self.take_header_bytes(&mut chunk, |pending| {
@@ -236,11 +260,11 @@ impl UploadReceiver {
             return Err(UploadError::Empty);
         }
         let first = &header.tensors[0].dtype;
-        if let Some(other) = header.tensors.iter().find(|t| &t.dtype != first) {
-            return Err(UploadError::MixedDtypes(first.clone(), other.dtype.clone()));
-        }
         let mut element = 0;
-        match &self.expectation {
+        let Some(expectation) = &self.expectation else {
+            return Err(UploadError::Empty);
+        };
+        match expectation {
             Expectation::PseudoGradient {
                 layout,
                 dtype,
@@ -295,6 +319,9 @@ impl UploadReceiver {
                 self.dtype = Some(*dtype);
             }
             Expectation::InitialParameters => {
+                if let Some(other) = header.tensors.iter().find(|t| &t.dtype != first) {
+                    return Err(UploadError::MixedDtypes(first.clone(), other.dtype.clone()));
+                }
                 let dtype = WireDtype::from_safetensors_name(first).ok_or_else(|| {
                     UploadError::WrongDtype {
                         name: header.tensors[0].name.clone(),

@@ -113,6 +113,7 @@ fn replay(name: &str) {
                     worker_id: format!("w{worker}"),
                     fragment_id: None,
                     fmt: PayloadFormat::Safetensors,
+                    round: None,
                 },
                 &safetensors_blob(&sent),
             );

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::dtype::{WireDtype, encode_f32s};
-use crate::model::ModelLayout;
+use super::layout::ModelLayout;
 
 /// Largest JSON header accepted (the safetensors library's own limit).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
@@ -178,10 +178,16 @@ pub fn header_json(
         );
     }
     let mut json = serde_json::Value::Object(header).to_string();
-    while (8 + json.len()) % 8 != 0 {
+    pad_header(&mut json);
+    json
+}
+
+/// Pads a safetensors JSON header with spaces so the data section starts 8-byte aligned
+/// (the 8-byte length prefix plus the header is a multiple of 8), as the format recommends.
+pub fn pad_header(json: &mut String) {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(' ');
     }
-    json
 }
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ pub struct FrameHeader {
     /// Payload format; forgather treats an absent `fmt` as pickle.
     #[serde(default = "default_format")]
     pub fmt: PayloadFormat,
+    /// The round of the parameters this pseudo-gradient was computed from. Optional (forgather
+    /// does not send it); when present, the coordinator refuses a mismatch with 409
+    /// `stale_round` instead of folding a gradient against parameters it no longer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
 }
 
 fn default_format() -> PayloadFormat {
@@ -89,6 +94,7 @@ mod tests {
             worker_id: "w1".into(),
             fragment_id: None,
             fmt: PayloadFormat::Safetensors,
+            round: Some(3),
         };
         let frame = encode_frame(&header, b"payload");
         let (parsed, used) = parse_frame_header(&frame).unwrap().unwrap();
@@ -103,6 +109,7 @@ mod tests {
                 worker_id: "w".into(),
                 fragment_id: None,
                 fmt: PayloadFormat::Safetensors,
+                round: None,
             },
             b"",
         );

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Precision of tensors on the wire (`/info` announces the server's choice).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WireDtype {
     /// bfloat16: 2 bytes per element, fp32's range with an 8-bit mantissa.

@@ -1,0 +1,184 @@
+//! `diloco-example-worker`: trains a small MLP with AdamW inner steps through a DiLoCo
+//! coordinator, printing one JSON line per round.
+//!
+//! ```text
+//! diloco-example-worker --url http://127.0.0.1:8512 --worker-id w0 --seed 0 --rounds 10
+//! diloco-example-worker --local-only --local-steps 500 --seed 0   # the same training, alone
+//! ```
+
+mod task;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use diloco_client::tensors::{Named, append_safetensors};
+use diloco_client::wire::dtype::WireDtype;
+use diloco_client::{ClientConfig, CoordinatorClient, DilocoWorker, WorkerOptions};
+use serde_json::json;
+use task::{Rng, Teacher, mse, student};
+use tch::nn::{self, OptimizerConfig};
+
+#[derive(Parser)]
+#[command(about = "Example DiLoCo worker: a tiny MLP learns a fixed teacher network")]
+struct Cli {
+    /// Coordinator control-plane URL.
+    #[arg(long, env = "DILOCO_URL", default_value = "http://127.0.0.1:8512")]
+    url: String,
+    /// Unique worker id.
+    #[arg(long, env = "DILOCO_WORKER_ID", default_value = "example-worker")]
+    worker_id: String,
+    /// Seed of this worker's data stream (give each worker its own).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Rounds to take part in before leaving.
+    #[arg(long, default_value_t = 10)]
+    rounds: u64,
+    /// Inner AdamW learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    /// Samples per inner step.
+    #[arg(long, default_value_t = 64)]
+    batch: i64,
+    /// Write the final parameters to this safetensors file.
+    #[arg(long)]
+    save_params: Option<PathBuf>,
+    /// Train alone, without a coordinator, for --local-steps steps.
+    #[arg(long)]
+    local_only: bool,
+    /// Inner steps of a --local-only run.
+    #[arg(long, default_value_t = 500)]
+    local_steps: u64,
+}
+
+/// The model, its optimizer and the data, seeded so runs are reproducible.
+struct Trainer {
+    vs: nn::VarStore,
+    model: nn::Sequential,
+    optimizer: nn::Optimizer,
+    teacher: Teacher,
+    data: Rng,
+    eval: (tch::Tensor, tch::Tensor),
+    batch: i64,
+}
+
+impl Trainer {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        // One thread per worker: several run side by side, and results stay reproducible.
+        tch::set_num_threads(1);
+        // Same initial weights everywhere; the coordinator's parameters replace them anyway.
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = student(&vs.root());
+        let optimizer = nn::AdamW::default().build(&vs, cli.lr)?;
+        let teacher = Teacher::new();
+        let eval = teacher.batch(&mut Rng::new(999), 512);
+        Ok(Self {
+            vs,
+            model,
+            optimizer,
+            teacher,
+            data: Rng::new(1000 + cli.seed),
+            eval,
+            batch: cli.batch,
+        })
+    }
+
+    /// The parameters, by name, in a stable order.
+    fn params(&self) -> Vec<Named> {
+        let mut params: Vec<Named> = self.vs.variables().into_iter().collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        params
+    }
+
+    /// One AdamW step; returns the training loss.
+    fn step(&mut self) -> f64 {
+        let (x, y) = self.teacher.batch(&mut self.data, self.batch);
+        let loss = mse(&self.model, &x, &y);
+        self.optimizer.backward_step(&loss);
+        loss.double_value(&[])
+    }
+
+    fn eval_loss(&self) -> f64 {
+        tch::no_grad(|| mse(&self.model, &self.eval.0, &self.eval.1).double_value(&[]))
+    }
+
+    fn save(&self, path: &PathBuf) -> anyhow::Result<()> {
+        let mut blob = Vec::new();
+        append_safetensors(&mut blob, &self.params(), WireDtype::Fp32)?;
+        std::fs::write(path, blob).with_context(|| format!("failed to write {}", path.display()))
+    }
+}
+
+fn emit(value: serde_json::Value) {
+    println!("{value}");
+}
+
+async fn run_with_coordinator(cli: &Cli, mut trainer: Trainer) -> anyhow::Result<()> {
+    let client = CoordinatorClient::new(ClientConfig::new(&cli.url))?;
+    let mut options = WorkerOptions::new(&cli.worker_id);
+    options.hostname = std::env::var("HOSTNAME").ok();
+    let params = trainer.params();
+    let mut worker = DilocoWorker::join(client, options, &params).await?;
+    emit(
+        json!({"event": "joined", "worker": cli.worker_id, "round": worker.round(), "eval_loss": trainer.eval_loss(), "sync_every": worker.sync_every()}),
+    );
+    for _ in 0..cli.rounds {
+        let mut total = 0.0;
+        for _ in 0..worker.sync_every() {
+            total += trainer.step();
+            worker.record_step();
+        }
+        let report = worker.sync(&params).await?;
+        emit(json!({
+            "event": "round",
+            "worker": cli.worker_id,
+            "round": report.round,
+            "train_loss": total / worker.sync_every() as f64,
+            "eval_loss": trainer.eval_loss(),
+            "contributed": report.contributed,
+            "upload_bytes": report.upload_bytes,
+        }));
+    }
+    if let Some(path) = &cli.save_params {
+        trainer.save(path)?;
+    }
+    worker.leave().await?;
+    emit(json!({"event": "done", "worker": cli.worker_id, "eval_loss": trainer.eval_loss()}));
+    Ok(())
+}
+
+fn run_locally(cli: &Cli, mut trainer: Trainer) -> anyhow::Result<()> {
+    emit(
+        json!({"event": "joined", "worker": cli.worker_id, "eval_loss": trainer.eval_loss(), "local_only": true}),
+    );
+    for _ in 0..cli.local_steps {
+        trainer.step();
+    }
+    if let Some(path) = &cli.save_params {
+        trainer.save(path)?;
+    }
+    emit(json!({"event": "done", "worker": cli.worker_id, "eval_loss": trainer.eval_loss()}));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let trainer = Trainer::new(&cli)?;
+    if cli.local_only {
+        return run_locally(&cli, trainer);
+    }
+    // block_on runs the training on this thread; the heartbeat task gets the runtime's one
+    // worker thread, so it keeps beating while the inner steps compute.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?
+        .block_on(run_with_coordinator(&cli, trainer))
+}

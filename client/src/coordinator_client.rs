@@ -1,0 +1,401 @@
+//! A thin, typed HTTP client for the coordinator's endpoints, with retries on connection
+//! errors. Higher-level DiLoCo logic lives in [`crate::worker`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::wire::dtype::WireDtype;
+
+/// Header carrying the round of the parameters in a tensor response.
+pub const ROUND_HEADER: &str = "x-diloco-round";
+
+/// Errors talking to the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The coordinator could not be reached (or went away mid-request): worth retrying.
+    #[error("cannot reach the coordinator at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// The coordinator answered with an error.
+    #[error("coordinator refused {path} with {status}: {message}")]
+    Refused {
+        path: String,
+        status: u16,
+        kind: Option<String>,
+        message: String,
+    },
+    /// The response was not what the protocol says.
+    #[error("unexpected response from {path}: {detail}")]
+    Protocol { path: String, detail: String },
+    /// The client could not be set up.
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            // 503: not initialized yet, shutting down for a restart, or over a limit.
+            ClientError::Refused { status, .. } => *status == 503,
+            _ => false,
+        }
+    }
+
+    /// The error `kind` the coordinator gave, if any.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { kind, .. } => kind.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, for refusals.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// How often and how patiently to retry transient failures.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all (1 = no retry).
+    pub attempts: u32,
+    /// Delay before the first retry; doubles each time.
+    pub first_delay: Duration,
+    /// Longest delay between attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.first_delay
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_delay)
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Base URL of the control plane, e.g. `http://127.0.0.1:8512`.
+    pub url: String,
+    /// Timeout of requests that do not wait for a round.
+    pub request_timeout: Duration,
+    /// Timeout of a submission (it waits for the round to close).
+    pub submit_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    /// Defaults for a coordinator at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into().trim_end_matches('/').to_string(),
+            request_timeout: Duration::from_secs(60),
+            submit_timeout: Duration::from_secs(3600),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What `/info` tells a worker to adopt.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Info {
+    /// The coordinator has parameters (else one worker must send them to `/init_params`).
+    #[serde(default = "default_true")]
+    pub parameters_initialized: bool,
+    /// Outer steps completed.
+    #[serde(default)]
+    pub sync_round: u64,
+    /// Server-authoritative settings.
+    pub expected_client_settings: ExpectedSettings,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `expected_client_settings` of `/info`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ExpectedSettings {
+    /// Inner steps per round.
+    pub sync_every: u64,
+    /// Dtype of pseudo-gradient uploads.
+    pub upload_dtype: WireDtype,
+    /// Dtype of parameters sent back.
+    pub download_dtype: WireDtype,
+    /// Tensor serialization; must be `safetensors`.
+    pub wire_format: String,
+    /// Seconds without a heartbeat before eviction.
+    pub heartbeat_timeout: u64,
+}
+
+/// `/register` body.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Registration {
+    /// Unique worker id.
+    pub worker_id: String,
+    /// Hostname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Names and shapes of the parameters this worker holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param_shapes: Option<std::collections::BTreeMap<String, Vec<usize>>>,
+}
+
+/// `/heartbeat` body.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Heartbeat {
+    /// The worker.
+    pub worker_id: String,
+    /// Inner steps per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps_per_second: Option<f64>,
+    /// Statistics (`loss`, `tokens_total`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Value>,
+}
+
+/// Parameters from the coordinator: safetensors bytes and the round they belong to.
+#[derive(Clone, Debug)]
+pub struct ParamsBlob {
+    /// Outer steps completed when they were produced.
+    pub round: u64,
+    /// safetensors bytes.
+    pub bytes: Bytes,
+}
+
+/// Installs ring as the process's rustls crypto provider (the one the whole project uses),
+/// unless one is installed already. Needed before building any reqwest client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The coordinator's HTTP API.
+#[derive(Clone, Debug)]
+pub struct CoordinatorClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+impl CoordinatorClient {
+    /// A client for the coordinator in `config`.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Self { http, config })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.url)
+    }
+
+    /// Retries `call` on transient errors following the policy.
+    pub async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let policy = self.config.retry;
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(error) if error.is_transient() && attempt + 1 < policy.attempts => {
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Err(ClientError::Refused {
+            path: path.to_string(),
+            status,
+            kind: body.get("kind").and_then(Value::as_str).map(str::to_string),
+            message: body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)")
+                .to_string(),
+        })
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> ClientError {
+        // The URL is ours; reqwest's error text carries no credentials.
+        let mut detail = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(inner) = source {
+            detail = format!("{detail}: {inner}");
+            source = inner.source();
+        }
+        ClientError::Unreachable {
+            url: self.config.url.clone(),
+            detail,
+        }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let request = self
+            .http
+            .get(self.url(path))
+            .timeout(self.config.request_timeout);
+        let response = self.send(path, request).await?;
+        response.json().await.map_err(|e| ClientError::Protocol {
+            path: path.into(),
+            detail: e.to_string(),
+        })
+    }
+
+    async fn post_json(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<reqwest::Response, ClientError> {
+        let request = self
+            .http
+            .post(self.url(path))
+            .timeout(self.config.request_timeout)
+            .json(body);
+        self.send(path, request).await
+    }
+
+    async fn params(
+        &self,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<ParamsBlob, ClientError> {
+        let round = response
+            .headers()
+            .get(ROUND_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ClientError::Protocol {
+                path: path.into(),
+                detail: format!("no {ROUND_HEADER} header"),
+            })?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        Ok(ParamsBlob { round, bytes })
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<(), ClientError> {
+        self.get_json::<Value>("/health").await.map(|_| ())
+    }
+
+    /// `GET /info`.
+    pub async fn info(&self) -> Result<Info, ClientError> {
+        self.get_json("/info").await
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<Value, ClientError> {
+        self.get_json("/status").await
+    }
+
+    /// `POST /register`: the parameters to start from.
+    pub async fn register(&self, registration: &Registration) -> Result<ParamsBlob, ClientError> {
+        let response = self.post_json("/register", registration).await?;
+        self.params("/register", response).await
+    }
+
+    /// `POST /heartbeat`: the reply (round, worker counts, maybe a command).
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<Value, ClientError> {
+        let response = self.post_json("/heartbeat", heartbeat).await?;
+        response.json().await.map_err(|e| ClientError::Protocol {
+            path: "/heartbeat".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// `POST /deregister`.
+    pub async fn deregister(&self, worker_id: &str) -> Result<(), ClientError> {
+        self.post_json(
+            "/deregister",
+            &serde_json::json!({ "worker_id": worker_id }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /global_params`.
+    pub async fn global_params(&self) -> Result<ParamsBlob, ClientError> {
+        let request = self
+            .http
+            .get(self.url("/global_params"))
+            .timeout(self.config.request_timeout);
+        let response = self.send("/global_params", request).await?;
+        self.params("/global_params", response).await
+    }
+
+    /// `POST /submit_pseudograd` with a complete frame; returns the next parameters.
+    pub async fn submit(&self, frame: Bytes) -> Result<ParamsBlob, ClientError> {
+        let request = self
+            .http
+            .post(self.url("/submit_pseudograd"))
+            .timeout(self.config.submit_timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(frame);
+        let response = self.send("/submit_pseudograd", request).await?;
+        self.params("/submit_pseudograd", response).await
+    }
+
+    /// `POST /init_params` with a frame carrying this worker's parameters.
+    pub async fn init_params(&self, frame: Bytes) -> Result<ParamsBlob, ClientError> {
+        let request = self
+            .http
+            .post(self.url("/init_params"))
+            .timeout(self.config.submit_timeout)
+            .body(frame);
+        let response = self.send("/init_params", request).await?;
+        self.params("/init_params", response).await
+    }
+
+    /// `POST /control/<action>`.
+    pub async fn control(&self, action: &str, body: &Value) -> Result<Value, ClientError> {
+        let path = format!("/control/{action}");
+        let response = self.post_json(&path, body).await?;
+        response.json().await.map_err(|e| ClientError::Protocol {
+            path,
+            detail: e.to_string(),
+        })
+    }
+}

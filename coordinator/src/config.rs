@@ -1,0 +1,257 @@
+//! The coordinator's configuration: one YAML file (the operator renders it into a ConfigMap),
+//! with a few command-line / environment overrides. Every option is documented in
+//! `docs/coordinator.md`. Unknown keys are errors, so a typo never silently does nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::outer_optimizer::OuterOptimizer;
+use crate::wire::dtype::WireDtype;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the control plane listener.
+    pub listen: SocketAddr,
+    /// Where the outer optimizer runs.
+    pub device: DeviceChoice,
+    /// Where the initial parameters come from.
+    pub model: ModelConfig,
+    /// Rounds, barrier and optimizer.
+    pub training: TrainingConfig,
+    /// Periodic checkpoints.
+    pub checkpoint: CheckpointConfig,
+    /// Bounds on what clients may send.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8512)),
+            device: DeviceChoice::Auto,
+            model: ModelConfig::default(),
+            training: TrainingConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Where the initial parameters come from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A safetensors file with the initial parameters. Without it (and without a checkpoint)
+    /// the first worker to POST `/init_params` defines them.
+    pub initial_parameters: Option<PathBuf>,
+}
+
+/// `sync` is implemented; `async` is reserved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainingMode {
+    /// A round closes when every live participant has contributed.
+    #[default]
+    Sync,
+    /// Every submission applied as it arrives (not implemented yet).
+    Async,
+}
+
+/// Rounds, barrier and optimizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// `sync` (only mode implemented).
+    pub mode: TrainingMode,
+    /// The outer SGD.
+    pub outer_optimizer: OuterOptimizer,
+    /// A round never closes with fewer contributions than this.
+    pub min_workers: usize,
+    /// Seconds after a round's first contribution when it closes without the missing workers.
+    pub sync_timeout_seconds: u64,
+    /// Seconds without a heartbeat (or any request) after which a worker is evicted.
+    pub heartbeat_timeout_seconds: u64,
+    /// Inner steps per round (H), announced to workers in `/info`.
+    pub sync_every: u64,
+    /// Dtype workers must upload pseudo-gradients in.
+    pub upload_dtype: WireDtype,
+    /// Dtype parameters are sent in.
+    pub download_dtype: WireDtype,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            mode: TrainingMode::Sync,
+            outer_optimizer: OuterOptimizer::default(),
+            min_workers: 1,
+            sync_timeout_seconds: 600,
+            heartbeat_timeout_seconds: 120,
+            sync_every: 500,
+            upload_dtype: WireDtype::Bf16,
+            download_dtype: WireDtype::Fp32,
+        }
+    }
+}
+
+/// Periodic checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Directory for checkpoints; none means no checkpoints (and no resume).
+    pub dir: Option<PathBuf>,
+    /// Save every this many rounds (0: only on shutdown and on request).
+    pub every_rounds: u64,
+    /// Checkpoints kept (older ones are deleted); at least 1.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            every_rounds: 10,
+            keep: 3,
+        }
+    }
+}
+
+/// Bounds on what clients may send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest upload body in bytes (frame header + safetensors).
+    pub max_upload_bytes: u64,
+    /// Largest JSON request body in bytes.
+    pub max_json_bytes: usize,
+    /// Most workers registered at once.
+    pub max_workers: usize,
+    /// Uploads received and validated at the same time; the rest wait. Bounds memory at
+    /// about `staged_uploads` uploads whatever the number of workers.
+    pub staged_uploads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 64 << 30,
+            max_json_bytes: 1 << 20,
+            max_workers: 1024,
+            staged_uploads: 2,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid coordinator configuration: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a YAML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config =
+            serde_norway::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.training;
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if t.mode == TrainingMode::Async {
+            return invalid("training.mode async is not implemented yet; use sync");
+        }
+        if t.min_workers == 0 {
+            return invalid("training.min_workers must be at least 1");
+        }
+        if t.sync_timeout_seconds == 0 || t.heartbeat_timeout_seconds == 0 {
+            return invalid(
+                "training.sync_timeout_seconds and heartbeat_timeout_seconds must be positive",
+            );
+        }
+        if t.sync_every == 0 {
+            return invalid("training.sync_every must be at least 1");
+        }
+        let o = &t.outer_optimizer;
+        if !o.lr.is_finite() || o.lr < 0.0 || !(0.0..=1.0).contains(&o.momentum) {
+            return invalid("training.outer_optimizer needs lr >= 0 and 0 <= momentum <= 1");
+        }
+        if self.limits.staged_uploads == 0 || self.limits.max_workers == 0 {
+            return invalid("limits.staged_uploads and limits.max_workers must be at least 1");
+        }
+        if self.checkpoint.keep == 0 {
+            return invalid("checkpoint.keep must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_means_the_documented_defaults() {
+        let config: Config = serde_norway::from_str("{}").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(
+            config.training.outer_optimizer,
+            OuterOptimizer {
+                lr: 0.7,
+                momentum: 0.9,
+                nesterov: true
+            }
+        );
+        assert_eq!(config.limits.staged_uploads, 2);
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        let error = serde_norway::from_str::<Config>("training: {min_worker: 2}").unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `min_worker`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn impossible_settings_are_refused() {
+        let mut config = Config::default();
+        config.training.min_workers = 0;
+        assert!(config.validate().is_err());
+        let config: Config = serde_norway::from_str("training: {mode: async}").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not implemented")
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The tensor endpoints: `/submit_pseudograd`, `/global_params`, `/init_params`.
+//!
+//! An upload is streamed through the [`UploadReceiver`]: the frame header names the worker
+//! (refused at once if unknown), then a staging slot is taken (at most
+//! `limits.staged_uploads` uploads are received at the same time; the others wait with
+//! their bytes in the kernel's socket buffers), then the tensors are validated as they arrive
+//! and folded only when complete.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use super::App;
+use crate::api_error::ApiError;
+use crate::engine::{Published, UploadTicket};
+use crate::upload::{Expectation, StagedUpload, UploadReceiver};
+
+/// Header carrying the round of the parameters in a tensor response.
+pub const ROUND_HEADER: &str = "x-diloco-round";
+
+/// Most bytes read and discarded after a refused upload, so the client gets the error
+/// response instead of a reset connection.
+const DRAIN_LIMIT: u64 = 1 << 30;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response carrying encoded parameters.
+pub fn tensor_response(published: &Published) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static(ROUND_HEADER),
+                published.round.to_string(),
+            ),
+        ],
+        Body::from(published.encoded.clone()),
+    )
+        .into_response()
+}
+
+pub async fn global_params(State(app): State<App>) -> Result<Response, ApiError> {
+    let published = app.current().ok_or_else(ApiError::uninitialized)?;
+    Ok(tensor_response(&published))
+}
+
+pub async fn submit_fragment() -> ApiError {
+    ApiError::bad_request(
+        "fragment submissions are not supported yet: /info announces num_fragments_default 1; \
+         use /submit_pseudograd",
+    )
+}
+
+pub async fn submit_pseudograd(State(app): State<App>, request: Request) -> Response {
+    match submit(&app, request).await {
+        Ok(published) => tensor_response(&published),
+        Err(error) => {
+            app.metrics().reject(error.kind.unwrap_or("other"));
+            error.into_response()
+        }
+    }
+}
+
+async fn submit(app: &App, request: Request) -> Result<Arc<Published>, ApiError> {
+    let (ticket, upload, slot) = receive(app, request, None).await?;
+    let ticket = ticket.ok_or_else(|| ApiError::internal("upload without a worker"))?;
+    let coordinator = app.clone();
+    let round = tokio::task::spawn_blocking(move || coordinator.complete_upload(ticket, upload))
+        .await
+        .map_err(|e| ApiError::internal(format!("folding the upload failed: {e}")))??;
+    drop(slot);
+    app.await_round_after(round, app.round_wait_timeout()).await
+}
+
+pub async fn init_params(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
+    if app.current().is_some() {
+        return Err(ApiError::conflict(
+            "the coordinator already has parameters; GET /global_params",
+        )
+        .kind("already_initialized"));
+    }
+    let (_, upload, _slot) = receive(&app, request, Some(Expectation::InitialParameters)).await?;
+    let coordinator = app.clone();
+    let published = tokio::task::spawn_blocking(move || coordinator.initialize(upload))
+        .await
+        .map_err(|e| ApiError::internal(format!("initialization failed: {e}")))??;
+    Ok(tensor_response(&published))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+type Received = (
+    Option<UploadTicket>,
+    StagedUpload,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+/// Streams an upload body through the receiver. With `expectation` set, no worker check is
+/// made (initial parameters); otherwise the frame's worker must be allowed to upload.
+async fn receive(
+    app: &App,
+    request: Request,
+    expectation: Option<Expectation>,
+) -> Result<Received, ApiError> {
+    let limit = app.config().limits.max_upload_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload exceeds limits.max_upload_bytes ({limit} bytes)"),
+        )
+        .kind("too_large")
+    };
+    let declared = content_length(request.headers());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = request.into_body().into_data_stream();
+    let with_expectation = expectation.is_some();
+    let mut receiver = match expectation {
+        Some(expectation) => UploadReceiver::new(expectation),
+        None => UploadReceiver::awaiting_expectation(),
+    };
+    let mut ticket: Option<UploadTicket> = None;
+    let mut slot = None;
+    let mut received = 0u64;
+    let outcome: Result<(), ApiError> = async {
+        if with_expectation {
+            slot = Some(app.staging_slot().await);
+        }
+        while let Some(chunk) = body.next().await {
+            let chunk: Bytes = chunk.map_err(|e| {
+                ApiError::bad_request(format!("failed to read the upload: {e}")).kind("truncated")
+            })?;
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(too_large());
+            }
+            receiver.push(chunk)?;
+            if ticket.is_none()
+                && !with_expectation
+                && let Some(frame) = receiver.frame()
+            {
+                let started = app.begin_upload(frame)?;
+                slot = Some(app.staging_slot().await);
+                receiver.set_expectation(started.expectation.clone())?;
+                ticket = Some(started);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = outcome {
+        drop(ticket);
+        drop(slot);
+        let budget = declared
+            .unwrap_or(DRAIN_LIMIT)
+            .saturating_sub(received)
+            .min(DRAIN_LIMIT);
+        drain(&mut body, budget).await;
+        return Err(error);
+    }
+    let upload = receiver.finish()?;
+    Ok((ticket, upload, slot))
+}
+
+/// Reads and discards up to `budget` more bytes of a refused body.
+async fn drain(body: &mut axum::body::BodyDataStream, budget: u64) {
+    let mut left = budget;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while left > 0 {
+            match body.next().await {
+                Some(Ok(chunk)) => left = left.saturating_sub(chunk.len() as u64),
+                _ => break,
+            }
+        }
+    })
+    .await;
+}

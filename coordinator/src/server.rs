@@ -1,0 +1,126 @@
+//! Running the coordinator: restore or initialize, listen, tick, and shut down cleanly
+//! (checkpoint first, then release waiting workers, then stop within a bounded time).
+
+use std::future::IntoFuture;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::ServiceExt;
+use axum::extract::Request;
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tower_http::normalize_path::NormalizePath;
+use tracing::{info, warn};
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::device::{describe, resolve_device};
+use crate::engine::Coordinator;
+use crate::upload::{Expectation, StagedUpload, UploadReceiver};
+use crate::wire::frame::{FrameHeader, PayloadFormat, frame_prefix};
+
+/// Longest wait for in-flight requests after a shutdown was requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Reads a safetensors file of initial parameters.
+pub fn read_initial_parameters(path: &Path) -> anyhow::Result<StagedUpload> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let mut receiver = UploadReceiver::new(Expectation::InitialParameters);
+    let frame = FrameHeader {
+        worker_id: "model.initial_parameters".into(),
+        fragment_id: None,
+        fmt: PayloadFormat::Safetensors,
+        round: None,
+    };
+    let parsed = receiver
+        .push(Bytes::from(frame_prefix(&frame)))
+        .and_then(|()| receiver.push(Bytes::from(bytes)));
+    parsed
+        .and_then(|()| receiver.finish())
+        .with_context(|| format!("{} is not usable as initial parameters", path.display()))
+}
+
+/// Builds the coordinator from the configuration: from the newest checkpoint if there is
+/// one, else from `model.initial_parameters`, else uninitialized.
+pub fn build(config: Config) -> anyhow::Result<Arc<Coordinator>> {
+    let device = resolve_device(config.device)?;
+    info!(device = %describe(device), "libtorch device");
+    let restored = match &config.checkpoint.dir {
+        Some(dir) => checkpoint::load_latest(dir)?,
+        None => None,
+    };
+    let initial = match (&restored, &config.model.initial_parameters) {
+        (None, Some(path)) => Some(read_initial_parameters(path)?),
+        _ => None,
+    };
+    if restored.is_none() && initial.is_none() {
+        info!(
+            "no checkpoint and no model.initial_parameters: the first worker's /init_params defines the model"
+        );
+    }
+    Ok(Coordinator::new(config, device, restored, initial))
+}
+
+/// Serves until SIGTERM, SIGINT or `/control/shutdown`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let coordinator = build(config)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("failed to bind {listen}"))?;
+    let address = listener.local_addr()?;
+    // Tests and scripts read this line to learn the port when binding port 0.
+    println!("diloco-coordinator listening on http://{address}");
+    info!(%address, "listening");
+
+    let ticker = tokio::spawn(tick_forever(coordinator.clone()));
+    // forgather strips a trailing `/` from paths; so do we.
+    let app = NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone()));
+    let stopping = coordinator.clone();
+    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(async move { stop_requested(&stopping).await })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result.context("server failed")?,
+        () = async {
+            coordinator.shutdown_requested().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+    ticker.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn tick_forever(coordinator: Arc<Coordinator>) {
+    let timeout = coordinator.config().training.heartbeat_timeout_seconds;
+    let period = Duration::from_millis((timeout * 1000 / 3).clamp(250, 1000));
+    let mut interval = tokio::time::interval(period);
+    loop {
+        interval.tick().await;
+        coordinator.tick();
+    }
+}
+
+/// Resolves on SIGTERM/SIGINT or a shutdown control action, after saving a checkpoint and
+/// releasing the workers waiting for a round.
+async fn stop_requested(coordinator: &Arc<Coordinator>) {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT"),
+        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => info!("SIGTERM"),
+        () = coordinator.shutdown_requested() => info!("shutdown requested"),
+    }
+    let saver = coordinator.clone();
+    match tokio::task::spawn_blocking(move || saver.checkpoint_now()).await {
+        Ok(Some(round)) => info!(round, "final checkpoint saved"),
+        Ok(None) => info!("no final checkpoint (none configured or nothing to save)"),
+        Err(error) => warn!(%error, "final checkpoint failed"),
+    }
+    coordinator.request_shutdown();
+}

@@ -1,0 +1,183 @@
+//! Real processes for end-to-end tests: the coordinator binary and the example worker, on
+//! loopback, with ports picked at run time. Everything started here is killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::workspace_binary;
+
+/// A running `diloco-coordinator`.
+pub struct CoordinatorProcess {
+    child: Child,
+    /// Base URL of its control plane.
+    pub url: String,
+    /// Its working directory (config, log, checkpoints).
+    pub dir: PathBuf,
+}
+
+impl CoordinatorProcess {
+    /// Starts a coordinator in `dir` with `config` (YAML). Without a `listen:` line in the
+    /// config it binds a free loopback port.
+    pub fn start(dir: &Path, config: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = if config.contains("listen:") {
+            config.to_string()
+        } else {
+            format!("listen: 127.0.0.1:0\n{config}")
+        };
+        std::fs::write(dir.join("coordinator.yaml"), config).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("coordinator.log"))
+            .unwrap();
+        let mut child = Command::new(workspace_binary("diloco-coordinator"))
+            .arg("--config")
+            .arg("coordinator.yaml")
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("diloco-coordinator listening on ") {
+                    let _ = sender.send(url.to_string());
+                }
+            }
+        });
+        let url = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.join("coordinator.log")).unwrap_or_default();
+                panic!("the coordinator did not start listening; its log:\n{log}");
+            }
+        };
+        Self {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The `host:port` it listens on.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("coordinator.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A running `diloco-example-worker`.
+pub struct WorkerProcess {
+    child: Option<Child>,
+    /// Its id.
+    pub worker_id: String,
+}
+
+impl WorkerProcess {
+    /// Starts the example worker with `args`, stdout (JSON lines) and stderr captured.
+    pub fn start(worker_id: &str, args: &[&str]) -> Self {
+        let child = Command::new(workspace_binary("diloco-example-worker"))
+            .arg("--worker-id")
+            .arg(worker_id)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            worker_id: worker_id.to_string(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for it to exit (at most `timeout`) and returns its JSON lines; panics with its
+    /// stderr if it failed.
+    pub fn finish(mut self, timeout: Duration) -> Vec<serde_json::Value> {
+        let child = self.child.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = sender.send(child.wait_with_output());
+        });
+        let output = match receiver.recv_timeout(timeout) {
+            Ok(output) => output.unwrap(),
+            Err(_) => {
+                signal(pid, "KILL");
+                panic!(
+                    "worker {} did not finish within {timeout:?}",
+                    self.worker_id
+                );
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "worker {} failed ({}):\n{stdout}\n{}",
+            self.worker_id,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The JSON lines of `event` kind.
+pub fn events<'a>(lines: &'a [serde_json::Value], event: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|l| l["event"] == event).collect()
+}

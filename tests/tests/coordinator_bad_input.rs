@@ -1,0 +1,331 @@
+//! Bad uploads get a 4xx with a JSON error and change nothing: the parameters (compared as
+//! bytes), the round and the roster are the same before and after each one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use diloco_client::wire::dtype::WireDtype;
+use diloco_client::wire::layout::ModelLayout;
+use diloco_client::wire::safetensors;
+use diloco_tests::frames::{RawTensor, bf16_bytes, frame};
+use diloco_tests::get_json;
+use diloco_tests::processes::CoordinatorProcess;
+use serde_json::Value;
+
+/// What must not change: parameter bytes, round, registered workers, folded submissions.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    params: Vec<u8>,
+    round: Value,
+    registered: Vec<String>,
+    pending: Value,
+}
+
+struct Harness {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Harness {
+    async fn observe(&self) -> Observed {
+        let params = self
+            .http
+            .get(format!("{}/global_params", self.url))
+            .send()
+            .await
+            .unwrap();
+        let params = params.bytes().await.unwrap().to_vec();
+        let status = get_json(&self.http, &format!("{}/status", self.url)).await;
+        Observed {
+            params,
+            round: status["sync_round"].clone(),
+            registered: status["workers"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect(),
+            pending: status["pending_submissions"].clone(),
+        }
+    }
+
+    async fn submit(&self, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/submit_pseudograd", self.url))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits `body`, expects `status` with a JSON error mentioning `needle`, and checks
+    /// that nothing observable changed.
+    async fn refused(&self, what: &str, body: Vec<u8>, status: u16, needle: &str) {
+        let before = self.observe().await;
+        let (got, reply) = self.submit(body).await;
+        assert_eq!(got, status, "{what}: {reply}");
+        let error = reply["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no JSON error in {reply}"));
+        assert!(
+            error.contains(needle),
+            "{what}: {error:?} should mention {needle:?}"
+        );
+        assert_eq!(
+            self.observe().await,
+            before,
+            "{what} changed the coordinator's state"
+        );
+    }
+}
+
+fn good(worker: &str) -> Vec<u8> {
+    frame(
+        worker,
+        &[
+            RawTensor {
+                name: "w",
+                dtype: "BF16",
+                shape: &[4, 8],
+                data: bf16_bytes(&[0.25; 32]),
+            },
+            RawTensor {
+                name: "b",
+                dtype: "BF16",
+                shape: &[8],
+                data: bf16_bytes(&[-0.5; 8]),
+            },
+        ],
+    )
+}
+
+fn with_w(worker: &str, w: RawTensor<'_>) -> Vec<u8> {
+    frame(
+        worker,
+        &[
+            w,
+            RawTensor {
+                name: "b",
+                dtype: "BF16",
+                shape: &[8],
+                data: bf16_bytes(&[0.0; 8]),
+            },
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_bad_upload_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8]), ("b".into(), vec![8])]).unwrap();
+    let initial: Vec<f32> = (0..40).map(|i| i as f32 / 10.0).collect();
+    let blob = safetensors::encode(&layout, &initial, WireDtype::Fp32, &BTreeMap::new());
+    std::fs::write(dir.path().join("init.safetensors"), blob).unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path(),
+        "model: {initial_parameters: init.safetensors}\n\
+         training: {min_workers: 2, heartbeat_timeout_seconds: 300}\n\
+         limits: {max_upload_bytes: 4096}\n",
+    );
+    let h = Harness {
+        http: diloco_tests::http_client(),
+        url: coordinator.url.clone(),
+    };
+    for id in ["w1", "w2"] {
+        let r = h
+            .http
+            .post(format!("{}/register", h.url))
+            .json(&serde_json::json!({"worker_id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let valid = good("w1");
+    h.refused(
+        "truncated frame",
+        valid[..valid.len() - 5].to_vec(),
+        400,
+        "body ended after",
+    )
+    .await;
+    h.refused("truncated frame header", valid[..10].to_vec(), 400, "")
+        .await;
+    let mut not_json = 5u32.to_be_bytes().to_vec();
+    not_json.extend_from_slice(b"nope!");
+    not_json.extend_from_slice(&valid[30..]);
+    h.refused("header that is not JSON", not_json, 400, "not valid JSON")
+        .await;
+    h.refused("unknown worker", good("ghost"), 404, "unknown worker ghost")
+        .await;
+    h.refused(
+        "unknown tensor name",
+        frame(
+            "w1",
+            &[
+                RawTensor {
+                    name: "w",
+                    dtype: "BF16",
+                    shape: &[4, 8],
+                    data: bf16_bytes(&[0.0; 32]),
+                },
+                RawTensor {
+                    name: "b",
+                    dtype: "BF16",
+                    shape: &[8],
+                    data: bf16_bytes(&[0.0; 8]),
+                },
+                RawTensor {
+                    name: "extra",
+                    dtype: "BF16",
+                    shape: &[1],
+                    data: bf16_bytes(&[0.0]),
+                },
+            ],
+        ),
+        400,
+        "unknown tensor name extra",
+    )
+    .await;
+    h.refused(
+        "missing tensor",
+        frame(
+            "w1",
+            &[RawTensor {
+                name: "w",
+                dtype: "BF16",
+                shape: &[4, 8],
+                data: bf16_bytes(&[0.0; 32]),
+            }],
+        ),
+        400,
+        "missing tensors: b",
+    )
+    .await;
+    h.refused(
+        "wrong shape",
+        with_w(
+            "w1",
+            RawTensor {
+                name: "w",
+                dtype: "BF16",
+                shape: &[8, 4],
+                data: bf16_bytes(&[0.0; 32]),
+            },
+        ),
+        400,
+        "shape [8, 4]",
+    )
+    .await;
+    h.refused(
+        "wrong dtype",
+        with_w(
+            "w1",
+            RawTensor {
+                name: "w",
+                dtype: "F32",
+                shape: &[4, 8],
+                data: vec![0; 128],
+            },
+        ),
+        400,
+        "dtype F32, expected BF16",
+    )
+    .await;
+    for (what, bits) in [("NaN", 0x7fc0u16), ("+Inf", 0x7f80), ("-Inf", 0xff80)] {
+        let mut data = bf16_bytes(&[0.5; 32]);
+        data[40..42].copy_from_slice(&bits.to_le_bytes());
+        h.refused(
+            what,
+            with_w(
+                "w1",
+                RawTensor {
+                    name: "w",
+                    dtype: "BF16",
+                    shape: &[4, 8],
+                    data,
+                },
+            ),
+            400,
+            "w contains NaN or Inf",
+        )
+        .await;
+    }
+    h.refused(
+        "body over the limit",
+        with_w(
+            "w1",
+            RawTensor {
+                name: "w",
+                dtype: "BF16",
+                shape: &[4, 8],
+                data: vec![0; 5000],
+            },
+        ),
+        413,
+        "max_upload_bytes",
+    )
+    .await;
+    let mut pickle = 18u32.to_be_bytes().to_vec();
+    pickle.extend_from_slice(br#"{"worker_id":"w1"}"#);
+    pickle.extend_from_slice(b"PK\x03\x04 torch.save archive");
+    h.refused(
+        "pickle payload (no fmt)",
+        pickle,
+        415,
+        "pickle payloads are refused",
+    )
+    .await;
+    let mut zip = valid[..4 + u32::from_be_bytes(valid[..4].try_into().unwrap()) as usize].to_vec();
+    zip.extend_from_slice(b"PK\x03\x04 torch.save archive");
+    h.refused("zip payload claiming safetensors", zip, 415, "pickle")
+        .await;
+
+    // A second submission in the same round: w1's first one is folded and waits for w2.
+    let first = {
+        let http = h.http.clone();
+        let url = h.url.clone();
+        tokio::spawn(async move {
+            http.post(format!("{url}/submit_pseudograd"))
+                .body(good("w1"))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    for _ in 0..200 {
+        if h.observe().await.pending == serde_json::json!(["w1"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        h.observe().await.pending,
+        serde_json::json!(["w1"]),
+        "w1's first upload is folded"
+    );
+    h.refused(
+        "second submission in the same round",
+        good("w1"),
+        409,
+        "already submitted in round 0",
+    )
+    .await;
+
+    // After all that, a good round still closes, with exactly the two good uploads.
+    let (status, _) = h.submit(good("w2")).await;
+    assert_eq!(status, 200);
+    assert_eq!(first.await.unwrap().status(), 200);
+    let after = h.observe().await;
+    assert_eq!(after.round, 1);
+    // θ = θ0 − 0.7·(g + 0.9·g) with g the upload (both workers sent the same values).
+    let theta = diloco_client::tensors::decode_safetensors(&after.params).unwrap();
+    let w: Vec<f32> = Vec::try_from(&theta["w"].flatten(0, -1)).unwrap();
+    // The layout is sorted by name: b (8 values) comes first, so w[0] started as initial[8].
+    let expected = 0.25f32.mul_add(0.9, 0.25).mul_add(-0.7, initial[8]);
+    assert_eq!(w[0].to_bits(), expected.to_bits(), "{} vs {expected}", w[0]);
+}
