@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-changed=build.rs");
+    // Shared by several packages (`build = "../client/build.rs"`), so the path is spelled
+    // from a sibling directory; a bare `build.rs` would not exist in the others.
+    println!("cargo:rerun-if-changed=../client/build.rs");
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         println!("cargo:warning=LIBTORCH is not set; run scripts/bootstrap python");
         return;
