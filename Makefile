@@ -6,7 +6,7 @@ SHELL := bash
 
 CARGO ?= cargo
 
-.PHONY: help bootstrap build test test-rust lint fmt crds demo cluster-up cluster-down
+.PHONY: help bootstrap build test test-rust lint fmt crds demo bench cluster-up cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ test: bootstrap lint test-rust ## every test: lint, unit, integration, end-to-en
 test-rust:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+bench: bootstrap ## coordinator ingest, memory and outer-step benchmark (target/bench/summary.json)
+	$(CARGO) bench -p diloco-tests --bench coordinator
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

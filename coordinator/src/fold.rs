@@ -1,70 +1,60 @@
-//! Folding a validated upload into the round's fp32 accumulator, straight from the chunks it
-//! arrived in: `acc[p] += upload[p]` for every tensor it carries, in fp32 as
-//! `accumulator += upload.float()` does in PyTorch. A parameter's first contribution of a round
-//! is stored instead of added, so the accumulator never needs zeroing.
-
-use bytes::Bytes;
+//! Folding uploads into the round's fp32 accumulator: `acc[p] += upload[p]` for every tensor
+//! an upload carries, in fp32 as `accumulator += upload.float()` does in PyTorch. A
+//! parameter's first contribution of a round is stored instead of added, so the accumulator
+//! never needs zeroing.
+//!
+//! Two ways in: [`fold_upload`] adds a complete, validated upload from its staging buffer,
+//! over several threads; [`StreamStore`] stores the round's first upload piece by piece as
+//! it arrives (storing into parameters nobody has contributed to yet needs no undo if the
+//! upload later fails: their contributor count stays 0, so the values are never read).
 
 use crate::model::ModelLayout;
-use crate::upload::StagedUpload;
+use crate::upload::StagedTensor;
 use crate::wire::dtype::{WireDtype, bf16_to_f32};
 
-/// Folds `upload` into `acc` (laid out by `layout`). `first[p]` says parameter `p` has no
-/// contribution yet this round. Work is split over `threads` threads.
+/// Elements per unit of work handed to a thread.
+const PIECE: usize = 1 << 18;
+
+/// Folds the complete `data` section of an upload of `tensors` (in data order) into `acc`
+/// (laid out by `layout`). `first[p]` says parameter `p` has no contribution yet this round.
 pub fn fold_upload(
     acc: &mut [f32],
     first: &[bool],
     layout: &ModelLayout,
-    upload: &StagedUpload,
+    tensors: &[StagedTensor],
+    data: &[u8],
+    dtype: WireDtype,
     threads: usize,
 ) {
+    let size = dtype.size();
     let mut per_param = split_by_param(acc, layout);
-    let size = upload.dtype.size();
-    let total: usize = upload.tensors.iter().map(|t| t.elements).sum();
-    let threads = threads.clamp(1, total.div_ceil(1 << 16).max(1));
-
-    // Cut the element stream into one contiguous share per thread, splitting tensors (and
-    // their destination slices) at the share boundaries.
-    let bounds: Vec<usize> = (0..=threads).map(|s| s * total / threads).collect();
-    let mut shares: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
-    for t in &upload.tensors {
-        let Some(mut dst) = per_param[t.param].take() else {
+    let mut shares: Vec<Vec<Piece<'_>>> = Vec::new();
+    shares.resize_with(threads.max(1), Vec::new);
+    let mut next = 0;
+    for t in tensors {
+        let Some(dst) = per_param[t.param].take() else {
             continue;
         };
-        let mut element = t.first_element;
-        while !dst.is_empty() {
-            // bounds[share] <= element < bounds[share + 1], so every piece is non-empty.
-            let share = bounds.partition_point(|b| *b <= element) - 1;
-            let (here, rest) = dst.split_at_mut((bounds[share + 1] - element).min(dst.len()));
-            let len = here.len();
-            shares[share].push(Job {
-                first_element: element,
-                dst: here,
-                store: first[t.param],
-            });
-            element += len;
-            dst = rest;
+        let src = &data[t.first_element * size..(t.first_element + t.elements) * size];
+        for (dst, src) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE * size)) {
+            let share = next % shares.len();
+            shares[share].push((dst, src, first[t.param]));
+            next += 1;
         }
     }
-    let chunks = ChunkIndex::new(&upload.data);
     std::thread::scope(|scope| {
-        for jobs in shares {
-            let chunks = &chunks;
-            let dtype = upload.dtype;
+        for share in shares.into_iter().filter(|s| !s.is_empty()) {
             scope.spawn(move || {
-                for job in jobs {
-                    fold_job(job, chunks, dtype, size);
+                for (dst, src, store) in share {
+                    fold_run(dst, src, dtype, store);
                 }
             });
         }
     });
 }
 
-struct Job<'a> {
-    first_element: usize,
-    dst: &'a mut [f32],
-    store: bool,
-}
+/// Destination, source bytes, and whether to store (first contribution) or add.
+type Piece<'a> = (&'a mut [f32], &'a [u8], bool);
 
 fn split_by_param<'a>(acc: &'a mut [f32], layout: &ModelLayout) -> Vec<Option<&'a mut [f32]>> {
     let mut rest = acc;
@@ -77,83 +67,110 @@ fn split_by_param<'a>(acc: &'a mut [f32], layout: &ModelLayout) -> Vec<Option<&'
     out
 }
 
-/// Finds which received chunk holds a byte of the data stream.
-struct ChunkIndex<'a> {
-    chunks: &'a [Bytes],
-    starts: Vec<usize>,
+/// Stores an upload into the accumulator as its validated pieces arrive, in order.
+#[derive(Debug)]
+pub struct StreamStore {
+    tensors: Vec<StagedTensor>,
+    dtype: WireDtype,
+    /// Data-section bytes consumed so far.
+    consumed: usize,
+    /// Bytes of an element split between two pieces.
+    carry: [u8; 4],
+    carried: usize,
 }
 
-impl<'a> ChunkIndex<'a> {
-    fn new(chunks: &'a [Bytes]) -> Self {
-        let mut starts = Vec::with_capacity(chunks.len());
-        let mut at = 0;
-        for c in chunks {
-            starts.push(at);
-            at += c.len();
-        }
-        Self { chunks, starts }
-    }
-
-    /// Calls `f` with consecutive slices covering `len` bytes from byte `from`.
-    fn for_each_slice(&self, from: usize, len: usize, mut f: impl FnMut(&[u8])) {
-        let mut chunk = self
-            .starts
-            .partition_point(|s| *s <= from)
-            .saturating_sub(1);
-        let mut offset = from - self.starts.get(chunk).copied().unwrap_or(0);
-        let mut left = len;
-        while left > 0 {
-            let Some(data) = self.chunks.get(chunk) else {
-                return;
-            };
-            let take = (data.len() - offset).min(left);
-            f(&data[offset..offset + take]);
-            left -= take;
-            chunk += 1;
-            offset = 0;
+impl StreamStore {
+    /// A store for an upload of `tensors` (in data order) in `dtype`.
+    pub fn new(tensors: Vec<StagedTensor>, dtype: WireDtype) -> Self {
+        Self {
+            tensors,
+            dtype,
+            consumed: 0,
+            carry: [0; 4],
+            carried: 0,
         }
     }
-}
 
-fn fold_job(job: Job<'_>, chunks: &ChunkIndex<'_>, dtype: WireDtype, size: usize) {
-    let Job {
-        first_element,
-        dst,
-        store,
-    } = job;
-    let mut written = 0;
-    // Bytes of an element split between two chunks.
-    let mut carry = [0u8; 4];
-    let mut carried = 0;
-    chunks.for_each_slice(first_element * size, dst.len() * size, |mut bytes| {
-        if carried > 0 {
-            let need = (size - carried).min(bytes.len());
-            carry[carried..carried + need].copy_from_slice(&bytes[..need]);
-            carried += need;
+    /// Stores the next piece (`offset` must be where the previous one ended).
+    pub fn store(
+        &mut self,
+        acc: &mut [f32],
+        layout: &ModelLayout,
+        offset: usize,
+        mut bytes: &[u8],
+    ) {
+        debug_assert_eq!(offset, self.consumed, "pieces arrive in order");
+        let size = self.dtype.size();
+        self.consumed += bytes.len();
+        if self.carried > 0 {
+            let need = (size - self.carried).min(bytes.len());
+            self.carry[self.carried..self.carried + need].copy_from_slice(&bytes[..need]);
+            self.carried += need;
             bytes = &bytes[need..];
-            if carried < size {
+            if self.carried < size {
                 return;
             }
-            fold_run(&mut dst[written..written + 1], &carry[..size], dtype, store);
-            written += 1;
-            carried = 0;
+            let element = (self.consumed - bytes.len()) / size - 1;
+            let carry = self.carry;
+            self.store_elements(acc, layout, element, &carry[..size]);
+            self.carried = 0;
         }
-        let whole = bytes.len() / size;
-        fold_run(
-            &mut dst[written..written + whole],
-            &bytes[..whole * size],
-            dtype,
-            store,
-        );
-        written += whole;
-        carried = bytes.len() - whole * size;
-        carry[..carried].copy_from_slice(&bytes[whole * size..]);
-    });
+        let whole = bytes.len() / size * size;
+        let element = (self.consumed - bytes.len()) / size;
+        self.store_elements(acc, layout, element, &bytes[..whole]);
+        self.carried = bytes.len() - whole;
+        self.carry[..self.carried].copy_from_slice(&bytes[whole..]);
+    }
+
+    /// Stores whole elements starting at data-stream element `element`.
+    fn store_elements(&self, acc: &mut [f32], layout: &ModelLayout, element: usize, bytes: &[u8]) {
+        let size = self.dtype.size();
+        let mut element = element;
+        let mut bytes = bytes;
+        let mut index = self
+            .tensors
+            .partition_point(|t| t.first_element + t.elements <= element);
+        while !bytes.is_empty() {
+            let Some(t) = self.tensors.get(index) else {
+                return;
+            };
+            let within = element - t.first_element;
+            let n = (t.elements - within).min(bytes.len() / size);
+            let start = layout.params()[t.param].offset + within;
+            fold_run(
+                &mut acc[start..start + n],
+                &bytes[..n * size],
+                self.dtype,
+                true,
+            );
+            bytes = &bytes[n * size..];
+            element += n;
+            index += 1;
+        }
+    }
 }
 
 /// `dst += elements` (or `dst = elements + 0.0` when storing: `+ 0.0` turns `-0.0` into
-/// `+0.0`, exactly as adding to a zero-filled accumulator would).
+/// `+0.0`, exactly as adding to a zero-filled accumulator would). Picks an AVX2 build at run
+/// time when the CPU has it.
 fn fold_run(dst: &mut [f32], bytes: &[u8], dtype: WireDtype, store: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { fold_run_avx2(dst, bytes, dtype, store) };
+        return;
+    }
+    fold_run_portable(dst, bytes, dtype, store);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fold_run_avx2(dst: &mut [f32], bytes: &[u8], dtype: WireDtype, store: bool) {
+    fold_run_portable(dst, bytes, dtype, store);
+}
+
+#[inline(always)]
+fn fold_run_portable(dst: &mut [f32], bytes: &[u8], dtype: WireDtype, store: bool) {
     match (dtype, store) {
         (WireDtype::Bf16, false) => {
             for (d, e) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
@@ -175,5 +192,100 @@ fn fold_run(dst: &mut [f32], bytes: &[u8], dtype: WireDtype, store: bool) {
                 *d = f32::from_le_bytes([e[0], e[1], e[2], e[3]]) + 0.0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::dtype::f32_to_bf16;
+
+    fn layout() -> ModelLayout {
+        ModelLayout::new(vec![("a".into(), vec![3, 5]), ("b".into(), vec![7])]).unwrap()
+    }
+
+    fn bf16(values: &[f32]) -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|v| f32_to_bf16(*v).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn streamed_pieces_of_any_size_store_what_a_staged_fold_stores() {
+        let layout = layout();
+        let values: Vec<f32> = (0..22).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let data = bf16(&values);
+        // Data order b then a, the reverse of the layout's.
+        let tensors = vec![
+            StagedTensor {
+                param: 1,
+                first_element: 0,
+                elements: 7,
+            },
+            StagedTensor {
+                param: 0,
+                first_element: 7,
+                elements: 15,
+            },
+        ];
+        let mut staged = vec![f32::NAN; 22];
+        let first = [true, true];
+        fold_upload(
+            &mut staged,
+            &first,
+            &layout,
+            &tensors,
+            &data,
+            WireDtype::Bf16,
+            3,
+        );
+        for piece in [1, 3, 4, 7, 44] {
+            let mut streamed = vec![f32::NAN; 22];
+            let mut store = StreamStore::new(tensors.clone(), WireDtype::Bf16);
+            for (i, chunk) in data.chunks(piece).enumerate() {
+                store.store(&mut streamed, &layout, i * piece, chunk);
+            }
+            assert_eq!(
+                streamed.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                staged.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "pieces of {piece} bytes"
+            );
+        }
+        // b is stored at the layout's offset of b (after a's 15 elements).
+        assert_eq!(staged[15], values[0]);
+        assert_eq!(staged[0], values[7]);
+    }
+
+    #[test]
+    fn a_second_contribution_adds_and_negative_zero_is_stored_as_positive() {
+        let layout = ModelLayout::new(vec![("w".into(), vec![4])]).unwrap();
+        let tensors = vec![StagedTensor {
+            param: 0,
+            first_element: 0,
+            elements: 4,
+        }];
+        let mut acc = vec![0.0; 4];
+        let first = bf16(&[-0.0, 1.0, 2.0, 3.0]);
+        fold_upload(
+            &mut acc,
+            &[true],
+            &layout,
+            &tensors,
+            &first,
+            WireDtype::Bf16,
+            1,
+        );
+        assert_eq!(acc[0].to_bits(), 0.0f32.to_bits());
+        fold_upload(
+            &mut acc,
+            &[false],
+            &layout,
+            &tensors,
+            &first,
+            WireDtype::Bf16,
+            2,
+        );
+        assert_eq!(acc, vec![0.0, 2.0, 4.0, 6.0]);
     }
 }

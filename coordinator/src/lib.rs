@@ -1,9 +1,11 @@
 //! The DiLoCo coordinator: the outer optimizer that workers register with, upload
 //! pseudo-gradients to and receive averaged parameters from.
 //!
-//! Data path of an upload: [`upload`] validates it while it streams in, [`fold`] adds it to
-//! the round's accumulator in [`outer_state`], and when the [`engine`] closes the round,
-//! [`outer_optimizer`] steps θ, which is encoded once for every waiting worker.
+//! Data path of an upload: [`upload`] validates it while it streams in; the round's first
+//! upload is stored into the accumulator in [`outer_state`] as it arrives, later ones wait in
+//! one of the bounded [`staging`] buffers until complete and [`fold`] adds them. When the
+//! [`engine`] closes the round, [`outer_optimizer`] steps θ, which is encoded once for every
+//! waiting worker.
 
 pub mod api_error;
 pub mod checkpoint;
@@ -16,6 +18,7 @@ pub mod metrics;
 pub mod outer_optimizer;
 pub mod outer_state;
 pub mod server;
+pub mod staging;
 pub mod upload;
 
 pub use diloco_client::wire;

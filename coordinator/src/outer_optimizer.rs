@@ -53,7 +53,43 @@ impl OuterOptimizer {
 
     /// One step of one parameter on the CPU: `acc` holds the sum of `contributors` uploads.
     /// `buf_ready` says whether torch would already have a momentum buffer for it.
+    ///
+    /// `fma` has to be a real fused multiply-add to match torch; without the FMA instruction
+    /// it is a slow library call, so the kernel is compiled twice and the AVX2 + FMA build is
+    /// picked at run time when the CPU has it (every x86-64 server CPU of the last decade).
     pub fn step_cpu(
+        &self,
+        theta: &mut [f32],
+        buf: &mut [f32],
+        buf_ready: bool,
+        acc: &[f32],
+        contributors: u32,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            unsafe { self.step_avx2_fma(theta, buf, buf_ready, acc, contributors) };
+            return;
+        }
+        self.step_portable(theta, buf, buf_ready, acc, contributors);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn step_avx2_fma(
+        &self,
+        theta: &mut [f32],
+        buf: &mut [f32],
+        buf_ready: bool,
+        acc: &[f32],
+        contributors: u32,
+    ) {
+        self.step_portable(theta, buf, buf_ready, acc, contributors);
+    }
+
+    #[inline(always)]
+    fn step_portable(
         &self,
         theta: &mut [f32],
         buf: &mut [f32],

@@ -2,17 +2,20 @@
 //! accumulator, each one flat tch tensor of P elements laid out by the [`ModelLayout`].
 //!
 //! Memory is 12·P bytes whatever the number of workers: uploads are folded into the
-//! accumulator as they complete instead of being kept until the round closes.
+//! accumulator as they complete instead of being kept until the round closes. Momentum and
+//! accumulator start uninitialized (not zeroed): a parameter's first contribution is stored
+//! and its first step sets the momentum buffer, so nothing reads them before they are
+//! written, and their pages are only touched when they are needed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::fold::fold_upload;
+use crate::fold::{StreamStore, fold_upload};
 use crate::model::ModelLayout;
 use crate::outer_optimizer::OuterOptimizer;
-use crate::upload::StagedUpload;
+use crate::upload::{StagedTensor, StagedUpload};
 use crate::wire::dtype::{WireDtype, decode_into};
 use crate::wire::safetensors;
 
@@ -40,8 +43,9 @@ pub struct OuterState {
     threads: usize,
 }
 
-fn zeros(elements: usize, device: Device) -> Tensor {
-    Tensor::zeros([elements as i64], (Kind::Float, device))
+/// A flat fp32 tensor whose elements are written before they are read.
+fn unfilled(elements: usize, device: Device) -> Tensor {
+    Tensor::empty([elements as i64], (Kind::Float, device))
 }
 
 /// A contiguous fp32 CPU tensor's elements. The caller owns the tensor exclusively (it is
@@ -71,14 +75,22 @@ impl OuterState {
             elements,
             "initial parameters must match the layout"
         );
-        let theta = Tensor::from_slice(initial).to_device(device);
+        Self::with_theta(
+            layout,
+            Tensor::from_slice(initial).to_device(device),
+            device,
+        )
+    }
+
+    fn with_theta(layout: Arc<ModelLayout>, theta: Tensor, device: Device) -> Self {
+        let elements = layout.total_elements();
         let params = layout.params().len();
         Self {
             device,
             theta,
-            momentum: zeros(elements, device),
+            momentum: unfilled(elements, device),
             momentum_ready: vec![false; params],
-            accumulator: zeros(elements, Device::Cpu),
+            accumulator: unfilled(elements, Device::Cpu),
             contributors: vec![0; params],
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             layout,
@@ -109,6 +121,20 @@ impl OuterState {
         &self.contributors
     }
 
+    /// State whose θ is a validated upload of initial parameters (decoded straight into θ,
+    /// without an intermediate copy).
+    pub fn from_upload(layout: Arc<ModelLayout>, upload: &StagedUpload, device: Device) -> Self {
+        let mut theta = unfilled(layout.total_elements(), Device::Cpu);
+        let values = cpu_slice_mut(&mut theta);
+        let size = upload.dtype.size();
+        for t in &upload.tensors {
+            let info = &layout.params()[t.param];
+            let bytes = &upload.data[t.first_element * size..(t.first_element + t.elements) * size];
+            decode_into(bytes, upload.dtype, &mut values[info.range()]);
+        }
+        Self::with_theta(layout, theta.to_device(device), device)
+    }
+
     /// Folds a validated upload into the accumulator.
     pub fn fold(&mut self, upload: &StagedUpload) {
         let first: Vec<bool> = self.contributors.iter().map(|c| *c == 0).collect();
@@ -117,10 +143,27 @@ impl OuterState {
             cpu_slice_mut(&mut self.accumulator),
             &first,
             &self.layout,
-            upload,
+            &upload.tensors,
+            &upload.data,
+            upload.dtype,
             threads,
         );
         for t in &upload.tensors {
+            self.contributors[t.param] += 1;
+        }
+    }
+
+    /// Stores the next validated piece of the round's first upload into the accumulator.
+    /// Only valid while no upload has been folded into the round.
+    pub fn store_streamed(&mut self, store: &mut StreamStore, offset: usize, bytes: &[u8]) {
+        debug_assert!(self.contributors.iter().all(|c| *c == 0));
+        let layout = self.layout.clone();
+        store.store(cpu_slice_mut(&mut self.accumulator), &layout, offset, bytes);
+    }
+
+    /// Counts a completely streamed upload of `tensors` as the round's first contribution.
+    pub fn count_streamed(&mut self, tensors: &[StagedTensor]) {
+        for t in tensors {
             self.contributors[t.param] += 1;
         }
     }
@@ -230,17 +273,4 @@ impl OuterState {
             f(cpu_slice(&host), &self.momentum_ready)
         }
     }
-}
-
-/// Decodes a staged upload of initial parameters into flat fp32 values in layout order.
-pub fn initial_values(upload: &StagedUpload, layout: &ModelLayout) -> Vec<f32> {
-    let mut values = vec![0f32; layout.total_elements()];
-    let size = upload.dtype.size();
-    let data: Vec<u8> = upload.data.iter().flat_map(|c| c.iter().copied()).collect();
-    for t in &upload.tensors {
-        let info = &layout.params()[t.param];
-        let bytes = &data[t.first_element * size..(t.first_element + t.elements) * size];
-        decode_into(bytes, upload.dtype, &mut values[info.range()]);
-    }
-    values
 }

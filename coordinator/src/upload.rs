@@ -4,13 +4,16 @@
 //!
 //! The body is checked as it streams: the frame header first (so an unknown worker is refused
 //! before its tensors are read), then the safetensors header against the model (names, shapes,
-//! dtype), then every element for finiteness. Data chunks are kept as they arrived (no copy).
+//! dtype), then every element for finiteness. Validated data goes to the receiver's
+//! [`DataSink`]: a staging buffer, or (for the round's first upload) straight to the caller,
+//! which stores it into the accumulator as it arrives.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::model::ModelLayout;
+use crate::staging::StagingBuffer;
 use crate::wire::dtype::WireDtype;
 use crate::wire::frame::{FrameError, FrameHeader, PayloadFormat, parse_frame_header};
 use crate::wire::safetensors::{
@@ -82,6 +85,15 @@ pub struct StagedTensor {
     pub elements: usize,
 }
 
+/// Where validated tensor data goes.
+#[derive(Debug)]
+pub enum DataSink {
+    /// Kept in a buffer, to be folded once the whole upload has arrived and passed.
+    Stage(StagingBuffer),
+    /// Handed back piece by piece ([`UploadReceiver::take_validated`]) as it passes.
+    Stream,
+}
+
 /// A complete, validated upload, ready to fold.
 #[derive(Debug)]
 pub struct StagedUpload {
@@ -91,17 +103,12 @@ pub struct StagedUpload {
     pub dtype: WireDtype,
     /// Tensors in data order.
     pub tensors: Vec<StagedTensor>,
-    /// The data section, as received.
-    pub data: Vec<Bytes>,
+    /// The data section (empty when it was streamed).
+    pub data: StagingBuffer,
+    /// Bytes of tensor data received.
+    pub data_len: usize,
     /// The model these tensors define (initial parameters only).
     pub layout: Option<ModelLayout>,
-}
-
-impl StagedUpload {
-    /// Bytes of tensor data held.
-    pub fn data_len(&self) -> usize {
-        self.data.iter().map(Bytes::len).sum()
-    }
 }
 
 enum Stage {
@@ -124,7 +131,9 @@ pub struct UploadReceiver {
     tensors: Vec<StagedTensor>,
     entries: Vec<TensorEntry>,
     layout: Option<ModelLayout>,
-    data: Vec<Bytes>,
+    sink: DataSink,
+    /// Streamed data that passed validation: (offset in the data section, bytes).
+    validated: Vec<(usize, Bytes)>,
     data_len: usize,
     received: usize,
     /// Bytes of an element split across two chunks.
@@ -132,7 +141,8 @@ pub struct UploadReceiver {
 }
 
 impl UploadReceiver {
-    /// A receiver for an upload that must meet `expectation`.
+    /// A receiver for an upload that must meet `expectation`, keeping its data in a buffer
+    /// of its own.
     pub fn new(expectation: Expectation) -> Self {
         let mut receiver = Self::awaiting_expectation();
         receiver.expectation = Some(expectation);
@@ -152,7 +162,8 @@ impl UploadReceiver {
             tensors: Vec::new(),
             entries: Vec::new(),
             layout: None,
-            data: Vec::new(),
+            sink: DataSink::Stage(StagingBuffer::owned()),
+            validated: Vec::new(),
             data_len: 0,
             received: 0,
             carry: Vec::new(),
@@ -164,9 +175,15 @@ impl UploadReceiver {
         self.frame.as_ref()
     }
 
-    /// Sets what the upload must contain and processes the bytes held until now.
-    pub fn set_expectation(&mut self, expectation: Expectation) -> Result<(), UploadError> {
+    /// Sets what the upload must contain and where its data goes, then processes the bytes
+    /// held until now.
+    pub fn set_expectation(
+        &mut self,
+        expectation: Expectation,
+        sink: DataSink,
+    ) -> Result<(), UploadError> {
         self.expectation = Some(expectation);
+        self.sink = sink;
         for chunk in std::mem::take(&mut self.held) {
             self.push(chunk)?;
         }
@@ -223,8 +240,13 @@ impl UploadReceiver {
                         return Err(UploadError::TrailingBytes);
                     }
                     self.check_finite(&chunk)?;
+                    let offset = self.received;
                     self.received += chunk.len();
-                    self.data.push(std::mem::take(&mut chunk));
+                    let data = std::mem::take(&mut chunk);
+                    match &mut self.sink {
+                        DataSink::Stage(buffer) => buffer.extend(&data),
+                        DataSink::Stream => self.validated.push((offset, data)),
+                    }
                 }
             }
         }
@@ -353,6 +375,9 @@ impl UploadReceiver {
         }
         self.entries = header.tensors;
         self.data_len = header.data_len;
+        if let DataSink::Stage(buffer) = &mut self.sink {
+            buffer.reserve_total(self.data_len);
+        }
         Ok(())
     }
 
@@ -396,6 +421,16 @@ impl UploadReceiver {
         UploadError::NotFinite(name)
     }
 
+    /// Element type and tensors (in data order) once the safetensors header has been checked.
+    pub fn plan_so_far(&self) -> Option<(WireDtype, &[StagedTensor])> {
+        self.dtype.map(|dtype| (dtype, self.tensors.as_slice()))
+    }
+
+    /// Streamed data validated since the last call, in order.
+    pub fn take_validated(&mut self) -> Vec<(usize, Bytes)> {
+        std::mem::take(&mut self.validated)
+    }
+
     /// Ends the body: the upload, if it arrived whole.
     pub fn finish(self) -> Result<StagedUpload, UploadError> {
         let complete = matches!(self.stage, Stage::Data) && self.received == self.data_len;
@@ -412,7 +447,11 @@ impl UploadReceiver {
             frame: self.frame.ok_or(FrameError::Truncated)?,
             dtype: self.dtype.unwrap_or(WireDtype::Fp32),
             tensors: self.tensors,
-            data: self.data,
+            data: match self.sink {
+                DataSink::Stage(buffer) => buffer,
+                DataSink::Stream => StagingBuffer::owned(),
+            },
+            data_len: self.data_len,
             layout: self.layout,
         })
     }

@@ -44,6 +44,11 @@ pub fn safetensors_blob(tensors: &[RawTensor<'_>]) -> Vec<u8> {
 
 /// A submit frame from `worker_id` carrying `tensors` as safetensors.
 pub fn frame(worker_id: &str, tensors: &[RawTensor<'_>]) -> Vec<u8> {
+    frame_with_blob(worker_id, &safetensors_blob(tensors))
+}
+
+/// A submit frame from `worker_id` carrying an already encoded safetensors `blob`.
+pub fn frame_with_blob(worker_id: &str, blob: &[u8]) -> Vec<u8> {
     let header = FrameHeader {
         worker_id: worker_id.to_string(),
         fragment_id: None,
@@ -51,6 +56,6 @@ pub fn frame(worker_id: &str, tensors: &[RawTensor<'_>]) -> Vec<u8> {
         round: None,
     };
     let mut frame = frame_prefix(&header);
-    frame.extend_from_slice(&safetensors_blob(tensors));
+    frame.extend_from_slice(blob);
     frame
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use control::ControlAction;
@@ -31,10 +31,12 @@ use round::Round;
 use crate::api_error::ApiError;
 use crate::checkpoint::{self, CheckpointMeta, Loaded, RosterEntry};
 use crate::config::Config;
+use crate::fold::StreamStore;
 use crate::metrics::Metrics;
 use crate::model::ModelLayout;
 use crate::outer_optimizer::OuterOptimizer;
-use crate::outer_state::{OuterState, initial_values};
+use crate::outer_state::OuterState;
+use crate::staging::{StagingBuffer, StagingPool};
 use crate::upload::{Expectation, StagedUpload};
 use crate::wire::frame::FrameHeader;
 
@@ -100,6 +102,9 @@ pub(crate) struct Shared {
     total_worker_deaths: u64,
     last_outer_step_seconds: Option<f64>,
     last_checkpoint_round: Option<u64>,
+    /// The worker whose upload, the round's first, is being stored into the accumulator as
+    /// it arrives. While it streams nothing else is folded (and the round cannot close).
+    stream_owner: Option<String>,
 }
 
 /// The coordinator's state and operations. Cheap to share behind an `Arc`.
@@ -109,7 +114,9 @@ pub struct Coordinator {
     shared: Mutex<Shared>,
     tensors: Mutex<Option<OuterState>>,
     published: watch::Sender<Option<Arc<Published>>>,
-    staging: Arc<Semaphore>,
+    staging: Arc<StagingPool>,
+    /// Mirrors `Shared::stream_owner.is_some()` for uploads waiting to fold.
+    streaming: watch::Sender<bool>,
     started_at: Timestamp,
     started: Instant,
     metrics: Metrics,
@@ -167,8 +174,7 @@ impl Coordinator {
         } else if let Some(upload) = initial {
             let layout = upload.layout.clone().map(Arc::new);
             if let Some(layout) = layout {
-                let values = initial_values(&upload, &layout);
-                state = Some(OuterState::new(layout, &values, device));
+                state = Some(OuterState::from_upload(layout, &upload, device));
             }
         }
         let layout = state.as_ref().map(|s| s.layout().clone());
@@ -183,13 +189,15 @@ impl Coordinator {
             total_worker_deaths: 0,
             last_outer_step_seconds: None,
             last_checkpoint_round,
+            stream_owner: None,
         };
         let coordinator = Arc::new(Self {
             device,
             shared: Mutex::new(shared),
             tensors: Mutex::new(None),
             published: watch::Sender::new(None),
-            staging: Arc::new(Semaphore::new(config.limits.staged_uploads)),
+            staging: StagingPool::new(config.limits.staged_uploads),
+            streaming: watch::Sender::new(false),
             started_at: Timestamp::now(),
             started: now,
             metrics: Metrics::new(),
@@ -198,6 +206,7 @@ impl Coordinator {
         });
         if let Some(state) = state {
             let round = lock(&coordinator.shared).round.number;
+            coordinator.reserve_staging(state.layout());
             coordinator.publish(&state, round);
             *lock(&coordinator.tensors) = Some(state);
         }
@@ -215,12 +224,41 @@ impl Coordinator {
         &self.metrics
     }
 
-    /// The latest published θ, if the model is initialized.
+    /// The latest published θ, if the model is initialized and no new θ is being encoded.
     pub fn current(&self) -> Option<Arc<Published>> {
         self.published.borrow().clone()
     }
 
+    /// Whether the model's parameters exist (from a file, a checkpoint or `/init_params`).
+    pub fn is_initialized(&self) -> bool {
+        lock(&self.shared).layout.is_some()
+    }
+
+    /// The latest published θ. While a new θ is being encoded (the old one is released first,
+    /// so memory holds one encoded copy, not two), waits for it.
+    pub async fn latest(&self) -> Result<Arc<Published>, ApiError> {
+        if let Some(published) = self.current() {
+            return Ok(published);
+        }
+        if !self.is_initialized() {
+            return Err(ApiError::uninitialized());
+        }
+        let mut receiver = self.published.subscribe();
+        let published = receiver.wait_for(Option::is_some);
+        match tokio::time::timeout(self.round_wait_timeout(), published).await {
+            Ok(Ok(published)) => published.clone().ok_or_else(ApiError::uninitialized),
+            Ok(Err(_)) => Err(ApiError::internal("the coordinator is shutting down")),
+            Err(_) => Err(ApiError::new(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                "the new parameters were not published in time",
+            )),
+        }
+    }
+
     fn publish(&self, state: &OuterState, round: u64) {
+        // Drop our reference to the previous encoding before making the next one: responses
+        // still streaming it keep it alive, but nothing else does.
+        self.published.send_replace(None);
         let metadata = BTreeMap::from([
             ("format".to_string(), "pt".to_string()),
             ("round".to_string(), round.to_string()),
@@ -297,7 +335,7 @@ impl Coordinator {
         };
         match wait_for {
             Some(round) => self.await_round_after(round, self.sync_timeout()).await,
-            None => self.current().ok_or_else(ApiError::uninitialized),
+            None => self.latest().await,
         }
     }
 
@@ -347,6 +385,9 @@ impl Coordinator {
             return false;
         }
         shared.round.forget(worker_id);
+        if shared.stream_owner.as_deref() == Some(worker_id) {
+            self.release_stream(&mut shared);
+        }
         shared.total_worker_deaths += 1;
         shared.num_workers = shared
             .roster
@@ -394,9 +435,17 @@ impl Coordinator {
             ))
             .kind("duplicate_submission"));
         }
+        // The round's first upload is stored as it arrives instead of being staged.
+        let streaming = shared.round.contributed.is_empty() && shared.stream_owner.is_none();
+        if streaming {
+            shared.stream_owner = Some(worker_id.to_string());
+            self.streaming.send_replace(true);
+        }
         Ok(UploadTicket {
             coordinator: self.clone(),
             worker_id: worker_id.to_string(),
+            round,
+            streaming,
             expectation: Expectation::PseudoGradient {
                 layout,
                 dtype: self.config.training.upload_dtype,
@@ -406,39 +455,99 @@ impl Coordinator {
         })
     }
 
-    /// Waits for one of the `limits.staged_uploads` receive slots.
-    pub async fn staging_slot(&self) -> OwnedSemaphorePermit {
-        // The semaphore is never closed.
-        self.staging
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("staging semaphore is never closed")
+    fn reserve_staging(&self, layout: &ModelLayout) {
+        let bytes = layout.total_elements() * self.config.training.upload_dtype.size();
+        self.staging.reserve(bytes);
+        info!(
+            buffers = self.config.limits.staged_uploads,
+            bytes, "receive buffers reserved"
+        );
+    }
+
+    /// Waits for one of the `limits.staged_uploads` receive buffers.
+    pub async fn staging_buffer(&self) -> StagingBuffer {
+        self.staging.acquire().await
+    }
+
+    /// Waits until no upload is being streamed into the accumulator.
+    pub async fn stream_finished(&self) {
+        let mut receiver = self.streaming.subscribe();
+        let _ = receiver.wait_for(|streaming| !*streaming).await;
+    }
+
+    fn release_stream(&self, shared: &mut Shared) {
+        shared.stream_owner = None;
+        self.streaming.send_replace(false);
+    }
+
+    /// Stores the next validated piece of a streamed upload (the round's first) into the
+    /// accumulator. Fails if the upload lost its place (its worker was evicted, the round
+    /// moved on), after which nothing more of it is stored.
+    pub fn store_streamed(
+        &self,
+        ticket: &UploadTicket,
+        store: &mut StreamStore,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), ApiError> {
+        let mut tensors = lock(&self.tensors);
+        let state = tensors.as_mut().ok_or_else(ApiError::uninitialized)?;
+        {
+            let shared = lock(&self.shared);
+            if shared.stream_owner.as_deref() != Some(ticket.worker_id.as_str())
+                || shared.round.number != ticket.round
+            {
+                return Err(ApiError::conflict(format!(
+                    "worker {} left or round {} ended while its upload was arriving",
+                    ticket.worker_id, ticket.round
+                )));
+            }
+        }
+        state.store_streamed(store, offset, bytes);
+        Ok(())
     }
 
     /// Folds a complete upload into the round (blocking: run it off the async threads).
     /// Returns the round it joined. Closes the round if it was the last one needed.
+    /// `None` when a streamed upload is still arriving: wait for [`Self::stream_finished`]
+    /// and call again.
     pub fn complete_upload(
         &self,
-        mut ticket: UploadTicket,
-        upload: StagedUpload,
-    ) -> Result<u64, ApiError> {
-        let worker_id = std::mem::take(&mut ticket.worker_id);
-        let result = self.fold_and_maybe_close(&worker_id, &upload);
-        lock(&self.shared).receiving.remove(&worker_id);
-        ticket.finished = true;
+        ticket: &mut UploadTicket,
+        upload: &StagedUpload,
+    ) -> Result<Option<u64>, ApiError> {
+        let result = self.fold_and_maybe_close(ticket, upload);
+        if !matches!(result, Ok(None)) {
+            let mut shared = lock(&self.shared);
+            shared.receiving.remove(&ticket.worker_id);
+            if ticket.streaming && shared.stream_owner.as_deref() == Some(&ticket.worker_id) {
+                self.release_stream(&mut shared);
+            }
+            ticket.finished = true;
+        }
         result
     }
 
     fn fold_and_maybe_close(
         &self,
-        worker_id: &str,
+        ticket: &UploadTicket,
         upload: &StagedUpload,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<Option<u64>, ApiError> {
+        let worker_id = ticket.worker_id.as_str();
         let mut tensors = lock(&self.tensors);
         let state = tensors.as_mut().ok_or_else(ApiError::uninitialized)?;
         let round = {
             let shared = lock(&self.shared);
+            match (&shared.stream_owner, ticket.streaming) {
+                (Some(owner), false) if owner != worker_id => return Ok(None),
+                (owner, true) if owner.as_deref() != Some(worker_id) => {
+                    return Err(ApiError::conflict(format!(
+                        "worker {worker_id} left or round {} ended while its upload was arriving",
+                        ticket.round
+                    )));
+                }
+                _ => {}
+            }
             // The round may have closed (sync timeout) while this upload was arriving.
             check_round(&upload.frame, shared.round.number)?;
             if !shared.roster.workers.contains_key(worker_id) {
@@ -452,12 +561,16 @@ impl Coordinator {
             }
             shared.round.number
         };
-        let started = Instant::now();
-        state.fold(upload);
-        self.metrics
-            .fold_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.upload_bytes.inc_by(upload.data_len() as u64);
+        if ticket.streaming {
+            state.count_streamed(&upload.tensors);
+        } else {
+            let started = Instant::now();
+            state.fold(upload);
+            self.metrics
+                .fold_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.metrics.upload_bytes.inc_by(upload.data_len as u64);
         let ready = {
             let mut shared = lock(&self.shared);
             let now = Instant::now();
@@ -471,7 +584,7 @@ impl Coordinator {
         if ready {
             self.close_round(state)?;
         }
-        Ok(round)
+        Ok(Some(round))
     }
 
     fn ready_to_close(&self, shared: &Shared, now: Instant) -> bool {
@@ -654,8 +767,9 @@ impl Coordinator {
                 .clone()
                 .ok_or_else(|| ApiError::bad_request("no tensors"))?,
         );
-        let values = initial_values(&upload, &layout);
-        let state = OuterState::new(layout.clone(), &values, self.device);
+        let state = OuterState::from_upload(layout.clone(), &upload, self.device);
+        drop(upload.data);
+        self.reserve_staging(&layout);
         let round = {
             let mut shared = lock(&self.shared);
             shared.layout = Some(layout.clone());
@@ -690,6 +804,10 @@ impl Coordinator {
 pub struct UploadTicket {
     coordinator: Arc<Coordinator>,
     worker_id: String,
+    /// The round it was started in.
+    round: u64,
+    /// It is the round's first upload and is stored into the accumulator as it arrives.
+    pub streaming: bool,
     /// What the upload must contain.
     pub expectation: Expectation,
     finished: bool,
@@ -698,9 +816,11 @@ pub struct UploadTicket {
 impl Drop for UploadTicket {
     fn drop(&mut self) {
         if !self.finished {
-            lock(&self.coordinator.shared)
-                .receiving
-                .remove(&self.worker_id);
+            let mut shared = lock(&self.coordinator.shared);
+            shared.receiving.remove(&self.worker_id);
+            if self.streaming && shared.stream_owner.as_deref() == Some(&self.worker_id) {
+                self.coordinator.release_stream(&mut shared);
+            }
         }
     }
 }

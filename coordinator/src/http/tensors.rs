@@ -1,10 +1,11 @@
 //! The tensor endpoints: `/submit_pseudograd`, `/global_params`, `/init_params`.
 //!
 //! An upload is streamed through the [`UploadReceiver`]: the frame header names the worker
-//! (refused at once if unknown), then a staging slot is taken (at most
-//! `limits.staged_uploads` uploads are received at the same time; the others wait with
-//! their bytes in the kernel's socket buffers), then the tensors are validated as they arrive
-//! and folded only when complete.
+//! (refused at once if unknown), then the tensors are validated as they arrive. The round's
+//! first upload is stored into the accumulator piece by piece (nothing has to be undone if it
+//! fails: its parameters have no contribution yet); every later one takes a staging buffer
+//! (at most `limits.staged_uploads` at once; the others wait with their bytes in the kernel's
+//! socket buffers) and is folded only when complete and valid.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,8 @@ use futures_util::StreamExt;
 use super::App;
 use crate::api_error::ApiError;
 use crate::engine::{Published, UploadTicket};
-use crate::upload::{Expectation, StagedUpload, UploadReceiver};
+use crate::fold::StreamStore;
+use crate::upload::{DataSink, Expectation, StagedUpload, UploadReceiver};
 
 /// Header carrying the round of the parameters in a tensor response.
 pub const ROUND_HEADER: &str = "x-diloco-round";
@@ -44,7 +46,7 @@ pub fn tensor_response(published: &Published) -> Response {
 }
 
 pub async fn global_params(State(app): State<App>) -> Result<Response, ApiError> {
-    let published = app.current().ok_or_else(ApiError::uninitialized)?;
+    let published = app.latest().await?;
     Ok(tensor_response(&published))
 }
 
@@ -66,24 +68,36 @@ pub async fn submit_pseudograd(State(app): State<App>, request: Request) -> Resp
 }
 
 async fn submit(app: &App, request: Request) -> Result<Arc<Published>, ApiError> {
-    let (ticket, upload, slot) = receive(app, request, None).await?;
-    let ticket = ticket.ok_or_else(|| ApiError::internal("upload without a worker"))?;
-    let coordinator = app.clone();
-    let round = tokio::task::spawn_blocking(move || coordinator.complete_upload(ticket, upload))
+    let (ticket, mut upload) = receive(app, request, None).await?;
+    let mut ticket = ticket.ok_or_else(|| ApiError::internal("upload without a worker"))?;
+    let round = loop {
+        let coordinator = app.clone();
+        let (result, returned_ticket, returned_upload) = tokio::task::spawn_blocking(move || {
+            let result = coordinator.complete_upload(&mut ticket, &upload);
+            (result, ticket, upload)
+        })
         .await
-        .map_err(|e| ApiError::internal(format!("folding the upload failed: {e}")))??;
-    drop(slot);
+        .map_err(|e| ApiError::internal(format!("folding the upload failed: {e}")))?;
+        (ticket, upload) = (returned_ticket, returned_upload);
+        match result? {
+            Some(round) => break round,
+            // The round's first upload is still streaming into the accumulator.
+            None => app.stream_finished().await,
+        }
+    };
+    // Frees the staging buffer for the next upload before waiting for the round.
+    drop(upload);
     app.await_round_after(round, app.round_wait_timeout()).await
 }
 
 pub async fn init_params(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
-    if app.current().is_some() {
+    if app.is_initialized() {
         return Err(ApiError::conflict(
             "the coordinator already has parameters; GET /global_params",
         )
         .kind("already_initialized"));
     }
-    let (_, upload, _slot) = receive(&app, request, Some(Expectation::InitialParameters)).await?;
+    let (_, upload) = receive(&app, request, Some(Expectation::InitialParameters)).await?;
     let coordinator = app.clone();
     let published = tokio::task::spawn_blocking(move || coordinator.initialize(upload))
         .await
@@ -100,14 +114,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-type Received = (
-    Option<UploadTicket>,
-    StagedUpload,
-    Option<tokio::sync::OwnedSemaphorePermit>,
-);
+type Received = (Option<UploadTicket>, StagedUpload);
 
 /// Streams an upload body through the receiver. With `expectation` set, no worker check is
-/// made (initial parameters); otherwise the frame's worker must be allowed to upload.
+/// made (initial parameters); otherwise the frame's worker must be allowed to upload, and the
+/// data is stored into the accumulator as it arrives (the round's first upload) or staged.
 async fn receive(
     app: &App,
     request: Request,
@@ -125,6 +136,9 @@ async fn receive(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    // A client that stops sending mid-body is dropped after this long without a byte, so it
+    // cannot hold a receive buffer (or the round's streaming slot) forever.
+    let stall = Duration::from_secs(app.config().training.heartbeat_timeout_seconds.max(1));
     let mut body = request.into_body().into_data_stream();
     let with_expectation = expectation.is_some();
     let mut receiver = match expectation {
@@ -132,13 +146,20 @@ async fn receive(
         None => UploadReceiver::awaiting_expectation(),
     };
     let mut ticket: Option<UploadTicket> = None;
-    let mut slot = None;
+    let mut store: Option<StreamStore> = None;
     let mut received = 0u64;
     let outcome: Result<(), ApiError> = async {
-        if with_expectation {
-            slot = Some(app.staging_slot().await);
-        }
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = tokio::time::timeout(stall, body.next())
+                .await
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "no upload data for {}s; the upload was dropped",
+                        stall.as_secs()
+                    ))
+                    .kind("stalled")
+                })?;
+            let Some(chunk) = next else { break };
             let chunk: Bytes = chunk.map_err(|e| {
                 ApiError::bad_request(format!("failed to read the upload: {e}")).kind("truncated")
             })?;
@@ -152,9 +173,29 @@ async fn receive(
                 && let Some(frame) = receiver.frame()
             {
                 let started = app.begin_upload(frame)?;
-                slot = Some(app.staging_slot().await);
-                receiver.set_expectation(started.expectation.clone())?;
+                let sink = if started.streaming {
+                    DataSink::Stream
+                } else {
+                    DataSink::Stage(app.staging_buffer().await)
+                };
+                receiver.set_expectation(started.expectation.clone(), sink)?;
                 ticket = Some(started);
+            }
+            if let Some(ticket) = ticket.as_ref().filter(|t| t.streaming) {
+                let pieces = receiver.take_validated();
+                if pieces.is_empty() {
+                    continue;
+                }
+                if store.is_none()
+                    && let Some((dtype, tensors)) = receiver.plan_so_far()
+                {
+                    store = Some(StreamStore::new(tensors.to_vec(), dtype));
+                }
+                if let Some(store) = store.as_mut() {
+                    for (offset, bytes) in pieces {
+                        app.store_streamed(ticket, store, offset, &bytes)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -162,7 +203,6 @@ async fn receive(
     .await;
     if let Err(error) = outcome {
         drop(ticket);
-        drop(slot);
         let budget = declared
             .unwrap_or(DRAIN_LIMIT)
             .saturating_sub(received)
@@ -171,7 +211,7 @@ async fn receive(
         return Err(error);
     }
     let upload = receiver.finish()?;
-    Ok((ticket, upload, slot))
+    Ok((ticket, upload))
 }
 
 /// Reads and discards up to `budget` more bytes of a refused body.
