@@ -103,6 +103,59 @@ pub struct ClientConfig {
     pub submit_timeout: Duration,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
+    /// Where the bearer token comes from.
+    pub token: TokenSource,
+}
+
+/// Where the bearer token comes from. Tokens never go on a command line: a file (re-read
+/// when the coordinator answers 401, so a rotated Secret is picked up) or the environment.
+#[derive(Clone, Default)]
+pub enum TokenSource {
+    /// No token (the coordinator runs with authentication disabled).
+    #[default]
+    None,
+    /// A file holding the token (a mounted Secret's `token` key).
+    File(std::path::PathBuf),
+    /// The token itself.
+    Value(String),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => write!(f, "None"),
+            Self::File(path) => write!(f, "File({})", path.display()),
+            Self::Value(_) => write!(f, "Value(<redacted>)"),
+        }
+    }
+}
+
+impl TokenSource {
+    /// `DILOCO_TOKEN_FILE` if set, else `DILOCO_TOKEN`, else none.
+    pub fn from_env() -> Self {
+        if let Some(path) = std::env::var_os("DILOCO_TOKEN_FILE").filter(|p| !p.is_empty()) {
+            return Self::File(path.into());
+        }
+        match std::env::var("DILOCO_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => Self::Value(token.trim().to_string()),
+            _ => Self::None,
+        }
+    }
+
+    fn read(&self) -> Result<Option<String>, ClientError> {
+        match self {
+            Self::None => Ok(None),
+            Self::Value(token) => Ok(Some(token.clone())),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| {
+                    ClientError::Config(format!(
+                        "cannot read the token file {}: {e}",
+                        path.display()
+                    ))
+                }),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -113,6 +166,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(60),
             submit_timeout: Duration::from_secs(3600),
             retry: RetryPolicy::default(),
+            token: TokenSource::from_env(),
         }
     }
 }
@@ -195,6 +249,7 @@ pub fn install_crypto_provider() {
 pub struct CoordinatorClient {
     http: reqwest::Client,
     config: ClientConfig,
+    token: std::sync::Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl CoordinatorClient {
@@ -205,7 +260,12 @@ impl CoordinatorClient {
             .no_proxy()
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        Ok(Self { http, config })
+        let token = config.token.read()?;
+        Ok(Self {
+            http,
+            config,
+            token: std::sync::Arc::new(std::sync::RwLock::new(token)),
+        })
     }
 
     /// The settings in use.
@@ -236,12 +296,51 @@ impl CoordinatorClient {
         }
     }
 
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let token = self
+            .token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match token.as_deref() {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Re-reads the token; whether it changed.
+    fn refresh_token(&self) -> Result<bool, ClientError> {
+        let fresh = self.config.token.read()?;
+        let mut token = self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = *token != fresh;
+        *token = fresh;
+        Ok(changed)
+    }
+
     async fn send(
         &self,
         path: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let again = request.try_clone();
+        let mut response = self
+            .authorized(request)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        // A 401 after a rotation: the token file has the new token by now.
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(again) = again
+            && self.refresh_token()?
+        {
+            response = self
+                .authorized(again)
+                .send()
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+        }
         if response.status().is_success() {
             return Ok(response);
         }

@@ -27,6 +27,32 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// Bounds on what clients may send.
     pub limits: Limits,
+    /// Who may call the coordinator.
+    pub auth: AuthConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// Allow a non-loopback listener without TLS (traffic, bearer tokens included, in clear).
+    pub insecure: bool,
+}
+
+/// Authentication.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Directory with the bearer token files `token`, `previous-token` and
+    /// `previous-valid-until` (the mounted Secret); re-read every second.
+    pub token_dir: Option<PathBuf>,
+    /// Run without authentication. Required to be said explicitly: without `token_dir` and
+    /// without this the coordinator refuses to start.
+    pub disabled: bool,
+}
+
+/// The audit log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// JSONL file records are appended to (its directory is created); none: no audit log.
+    pub path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -38,6 +64,9 @@ impl Default for Config {
             training: TrainingConfig::default(),
             checkpoint: CheckpointConfig::default(),
             limits: Limits::default(),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
+            insecure: false,
         }
     }
 }
@@ -165,7 +194,7 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a YAML file.
+    /// Reads a YAML file (call [`Config::validate`] once command-line overrides are applied).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -176,14 +205,30 @@ impl Config {
                 path: path.to_path_buf(),
                 source,
             })?;
-        config.validate()?;
         Ok(config)
     }
 
-    /// Checks what the types cannot express.
+    /// Checks what the types cannot express, and the security rules: authentication must be
+    /// configured or explicitly disabled, and a listener outside loopback needs TLS (not
+    /// implemented yet) or `insecure`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = &self.training;
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.auth.token_dir.is_none() && !self.auth.disabled {
+            return invalid(
+                "authentication is required: set auth.token_dir (--token-dir) to the directory \
+                 holding the bearer token, or auth.disabled: true (--disable-auth) to run \
+                 without",
+            );
+        }
+        if !self.listen.ip().is_loopback() && !self.insecure {
+            return Err(ConfigError::Invalid(format!(
+                "listen {} is not a loopback address and TLS is not configured: requests, bearer \
+                 tokens included, would cross the network in clear; bind to loopback or pass \
+                 --insecure (insecure: true)",
+                self.listen
+            )));
+        }
         if t.mode == TrainingMode::Async {
             return invalid("training.mode async is not implemented yet; use sync");
         }
@@ -232,6 +277,29 @@ mod tests {
     }
 
     #[test]
+    fn auth_must_be_configured_or_disabled_and_non_loopback_needs_insecure() {
+        let refused = |yaml: &str| {
+            let config: Config = serde_norway::from_str(yaml).unwrap();
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert!(
+            refused("{}")
+                .unwrap()
+                .contains("authentication is required")
+        );
+        assert_eq!(refused("auth: {token_dir: /run/token}"), None);
+        assert_eq!(refused("auth: {disabled: true}"), None);
+        let open = "auth: {disabled: true}\nlisten: 0.0.0.0:8512";
+        assert!(refused(open).unwrap().contains("not a loopback address"));
+        assert_eq!(refused(&format!("{open}\ninsecure: true")), None);
+        assert_eq!(
+            refused("auth: {disabled: true}\nlisten: '[::1]:8512'"),
+            None,
+            "IPv6 loopback is loopback"
+        );
+    }
+
+    #[test]
     fn typos_are_errors() {
         let error = serde_norway::from_str::<Config>("training: {min_worker: 2}").unwrap_err();
         assert!(
@@ -243,9 +311,18 @@ mod tests {
     #[test]
     fn impossible_settings_are_refused() {
         let mut config = Config::default();
+        config.auth.disabled = true;
+        assert!(config.validate().is_ok());
         config.training.min_workers = 0;
-        assert!(config.validate().is_err());
-        let config: Config = serde_norway::from_str("training: {mode: async}").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("min_workers")
+        );
+        let config: Config =
+            serde_norway::from_str("training: {mode: async}\nauth: {disabled: true}").unwrap();
         assert!(
             config
                 .validate()

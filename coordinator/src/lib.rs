@@ -8,6 +8,8 @@
 //! waiting worker.
 
 pub mod api_error;
+pub mod audit;
+pub mod auth;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

@@ -29,6 +29,18 @@ struct Cli {
     /// Overrides `model.initial_parameters`.
     #[arg(long, env = "DILOCO_INITIAL_PARAMETERS")]
     initial_parameters: Option<PathBuf>,
+    /// Overrides `auth.token_dir`: the directory with the bearer token files.
+    #[arg(long, env = "DILOCO_TOKEN_DIR")]
+    token_dir: Option<PathBuf>,
+    /// Sets `auth.disabled`: run without authentication.
+    #[arg(long)]
+    disable_auth: bool,
+    /// Overrides `audit.path`: the JSONL audit log.
+    #[arg(long, env = "DILOCO_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Sets `insecure`: allow a non-loopback listener without TLS.
+    #[arg(long)]
+    insecure: bool,
     /// Log filter (tracing's `EnvFilter` syntax).
     #[arg(long, env = "DILOCO_LOG", default_value = "info")]
     log: String,
@@ -61,11 +73,19 @@ fn main() -> anyhow::Result<()> {
     if cli.initial_parameters.is_some() {
         config.model.initial_parameters = cli.initial_parameters;
     }
-    config.validate()?;
+    if cli.token_dir.is_some() {
+        config.auth.token_dir = cli.token_dir;
+    }
+    config.auth.disabled |= cli.disable_auth;
+    if cli.audit_log.is_some() {
+        config.audit.path = cli.audit_log;
+    }
+    config.insecure |= cli.insecure;
     if cli.check_device {
         println!("{}", describe(resolve_device(config.device)?));
         return Ok(());
     }
+    config.validate()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

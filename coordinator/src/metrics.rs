@@ -30,6 +30,10 @@ pub struct Metrics {
     pub checkpoints_saved: Counter,
     /// Checkpoints that failed to write.
     pub checkpoint_failures: Counter,
+    /// Requests refused for a missing, malformed or wrong credential.
+    pub auth_failures: Counter,
+    /// Audit records that could not be written.
+    pub audit_write_failures: Counter,
 }
 
 impl Metrics {
@@ -48,6 +52,8 @@ impl Metrics {
             evictions: Counter::default(),
             checkpoints_saved: Counter::default(),
             checkpoint_failures: Counter::default(),
+            auth_failures: Counter::default(),
+            audit_write_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("round", "Outer steps completed", metrics.round.clone());
@@ -95,6 +101,16 @@ impl Metrics {
             "checkpoint_failures",
             "Checkpoints that failed",
             metrics.checkpoint_failures.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing, malformed or wrong credential",
+            metrics.auth_failures.clone(),
+        );
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be written",
+            metrics.audit_write_failures.clone(),
         );
         Self {
             registry,

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tower_http::normalize_path::NormalizePath;
 use tracing::{info, warn};
 
+use crate::auth::TokenStore;
 use crate::checkpoint;
 use crate::config::Config;
 use crate::device::{describe, resolve_device};
@@ -68,6 +69,7 @@ pub fn build(config: Config) -> anyhow::Result<Arc<Coordinator>> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let coordinator = build(config)?;
+    let tokens = load_tokens(&coordinator)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("failed to bind {listen}"))?;
@@ -77,10 +79,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(%address, "listening");
 
     let ticker = tokio::spawn(tick_forever(coordinator.clone()));
+    let reloader = tokens
+        .clone()
+        .map(|tokens| tokio::spawn(crate::auth::reload_forever(tokens, coordinator.clone())));
     // forgather strips a trailing `/` from paths; so do we.
-    let app = NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone()));
+    let app = NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone(), tokens));
     let stopping = coordinator.clone();
-    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+    let make_service =
+        ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
+    let server = axum::serve(listener, make_service)
         .with_graceful_shutdown(async move { stop_requested(&stopping).await })
         .into_future();
     tokio::pin!(server);
@@ -92,8 +99,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         } => warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     ticker.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     info!("stopped");
     Ok(())
+}
+
+/// The bearer tokens, when authentication is on; a missing or empty token file stops
+/// start-up.
+fn load_tokens(coordinator: &Coordinator) -> anyhow::Result<Option<Arc<TokenStore>>> {
+    let auth = &coordinator.config().auth;
+    match &auth.token_dir {
+        Some(dir) => {
+            let tokens = TokenStore::load(dir)
+                .with_context(|| format!("cannot load the bearer token from {}", dir.display()))?;
+            info!(token_dir = %dir.display(), "bearer authentication on");
+            Ok(Some(Arc::new(tokens)))
+        }
+        None => {
+            warn!(
+                "authentication is DISABLED (auth.disabled): anyone who can connect can train, read the parameters and shut the coordinator down"
+            );
+            Ok(None)
+        }
+    }
 }
 
 async fn tick_forever(coordinator: Arc<Coordinator>) {

@@ -20,15 +20,15 @@ pub struct CoordinatorProcess {
 
 impl CoordinatorProcess {
     /// Starts a coordinator in `dir` with `config` (YAML). Without a `listen:` line in the
-    /// config it binds a free loopback port.
+    /// config it binds a free loopback port; without an `auth:` section it runs with
+    /// authentication disabled (tests of other things).
     pub fn start(dir: &Path, config: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = if config.contains("listen:") {
-            config.to_string()
-        } else {
-            format!("listen: 127.0.0.1:0\n{config}")
-        };
-        std::fs::write(dir.join("coordinator.yaml"), config).unwrap();
+        Self::start_with_args(dir, config, &[])
+    }
+
+    /// [`Self::start`] with extra command-line arguments.
+    pub fn start_with_args(dir: &Path, config: &str, args: &[&str]) -> Self {
+        write_config(dir, config);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -37,6 +37,7 @@ impl CoordinatorProcess {
         let mut child = Command::new(workspace_binary("diloco-coordinator"))
             .arg("--config")
             .arg("coordinator.yaml")
+            .args(args)
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -64,6 +65,22 @@ impl CoordinatorProcess {
             url,
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// Runs a coordinator that is expected to refuse to start: its exit status and stderr.
+    pub fn refused(dir: &Path, config: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+        write_config(dir, config);
+        let output = Command::new(workspace_binary("diloco-coordinator"))
+            .arg("--config")
+            .arg("coordinator.yaml")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// The `host:port` it listens on.
@@ -110,6 +127,18 @@ impl Drop for CoordinatorProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn write_config(dir: &Path, config: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut config = config.to_string();
+    if !config.contains("listen:") {
+        config = format!("listen: 127.0.0.1:0\n{config}");
+    }
+    if !config.contains("auth:") {
+        config.push_str("\nauth: {disabled: true}\n");
+    }
+    std::fs::write(dir.join("coordinator.yaml"), config).unwrap();
 }
 
 /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`) to a process.

@@ -29,6 +29,7 @@ use roster::{Roster, Worker};
 use round::Round;
 
 use crate::api_error::ApiError;
+use crate::audit::{AuditLog, AuditRecord};
 use crate::checkpoint::{self, CheckpointMeta, Loaded, RosterEntry};
 use crate::config::Config;
 use crate::fold::StreamStore;
@@ -120,6 +121,7 @@ pub struct Coordinator {
     started_at: Timestamp,
     started: Instant,
     metrics: Metrics,
+    audit: AuditLog,
     shutdown: watch::Sender<bool>,
 }
 
@@ -140,6 +142,7 @@ impl Coordinator {
         initial: Option<StagedUpload>,
     ) -> Arc<Self> {
         let now = Instant::now();
+        let metrics = Metrics::new();
         let mut optimizer = config.training.outer_optimizer;
         let mut round = Round::new(0, []);
         let mut roster = Roster::default();
@@ -200,7 +203,11 @@ impl Coordinator {
             streaming: watch::Sender::new(false),
             started_at: Timestamp::now(),
             started: now,
-            metrics: Metrics::new(),
+            audit: AuditLog::start(
+                config.audit.path.as_deref(),
+                metrics.audit_write_failures.clone(),
+            ),
+            metrics,
             shutdown: watch::Sender::new(false),
             config,
         });
@@ -222,6 +229,11 @@ impl Coordinator {
     /// Prometheus metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Queues an audit record (written by the audit log's own thread).
+    pub fn audit(&self, record: AuditRecord) {
+        self.audit.record(record);
     }
 
     /// The latest published θ, if the model is initialized and no new θ is being encoded.
@@ -394,6 +406,13 @@ impl Coordinator {
             .workers
             .len()
             .max(self.config.training.min_workers);
+        let event = match why {
+            Departure::Evicted => "eviction",
+            Departure::Deregistered => "deregister",
+            Departure::Kicked => "kick",
+        };
+        let round = shared.round.number;
+        self.audit(AuditRecord::new(event).worker(worker_id).round(round));
         if why == Departure::Evicted {
             self.metrics.evictions.inc();
             warn!(
@@ -626,6 +645,15 @@ impl Coordinator {
         };
         self.metrics.outer_steps.inc();
         self.metrics.outer_step_seconds.observe(step_seconds);
+        self.audit(
+            AuditRecord::new("outer_step")
+                .round(round + 1)
+                .details(serde_json::json!({
+                    "contributors": contributors,
+                    "seconds": step_seconds,
+                    "parameters_without_contribution": report.missing.len(),
+                })),
+        );
         if report.missing.is_empty() {
             info!(round = round + 1, contributors, step_seconds, "outer step");
         } else {

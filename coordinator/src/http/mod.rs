@@ -8,20 +8,22 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Extensions, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
+use crate::audit::AuditRecord;
+use crate::auth::{Peer, TokenStore, remote_addr, require_bearer};
 use crate::engine::{ControlAction, Coordinator};
 
 /// Shared handler state.
 pub type App = Arc<Coordinator>;
 
-/// Every route of the coordinator.
-pub fn router(app: App) -> Router {
+/// Every route of the coordinator; with `tokens`, all but `/health` need a bearer token.
+pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
     let json_limit = app.config().limits.max_json_bytes;
     let uploads = Router::new()
         .route("/submit_pseudograd", post(tensors::submit_pseudograd))
@@ -32,7 +34,7 @@ pub fn router(app: App) -> Router {
         .route("/init_params", post(tensors::init_params))
         // Upload size is enforced while streaming, against limits.max_upload_bytes.
         .layer(DefaultBodyLimit::disable());
-    Router::new()
+    let router = Router::new()
         .route(
             "/health",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -63,8 +65,15 @@ pub fn router(app: App) -> Router {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed on this endpoint",
             )
-        })
-        .with_state(app)
+        });
+    let router = match tokens {
+        Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
+            (app.clone(), tokens),
+            require_bearer,
+        )),
+        None => router,
+    };
+    router.with_state(app)
 }
 
 /// Parses a JSON body; an empty body counts as `{}` where `T` allows it.
@@ -78,18 +87,28 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// An audit record of `event` stamped with the request's remote address and peer.
+fn audit_record(event: &'static str, extensions: &Extensions) -> AuditRecord {
+    AuditRecord::new(event)
+        .remote(remote_addr(extensions))
+        .peer(extensions.get::<Peer>().map(|p| p.0.clone()))
+}
+
 async fn control(
     State(app): State<App>,
-    Path(action): Path<String>,
+    Path(name): Path<String>,
+    extensions: Extensions,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let action = ControlAction::from_name(&action).ok_or_else(|| {
+    let action = ControlAction::from_name(&name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("Unknown control action {action}"),
+            format!("Unknown control action {name}"),
         )
     })?;
     let body: Value = parse_json(&body)?;
+    // Control bodies carry settings and worker ids, never credentials.
+    app.audit(audit_record("control", &extensions).details(json!({"action": name, "body": body})));
     let reply = tokio::task::spawn_blocking(move || app.control(action, &body))
         .await
         .map_err(|e| ApiError::internal(format!("control action failed: {e}")))??;

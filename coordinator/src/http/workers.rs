@@ -2,16 +2,30 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::Extensions;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::tensors::tensor_response;
-use super::{App, parse_json};
+use super::{App, audit_record, parse_json};
 use crate::api_error::ApiError;
+use crate::engine::RegisterRequest;
 
-pub async fn register(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
-    let published = app.register(parse_json(&body)?).await?;
+pub async fn register(
+    State(app): State<App>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: RegisterRequest = parse_json(&body)?;
+    let (worker_id, hostname) = (request.worker_id.clone(), request.hostname.clone());
+    let published = app.register(request).await?;
+    app.audit(
+        audit_record("register", &extensions)
+            .worker(worker_id)
+            .round(published.round)
+            .details(json!({"hostname": hostname})),
+    );
     Ok(tensor_response(&published))
 }
 

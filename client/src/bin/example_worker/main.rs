@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use diloco_client::coordinator_client::TokenSource;
 use diloco_client::tensors::{Named, append_safetensors};
 use diloco_client::wire::dtype::WireDtype;
 use diloco_client::{ClientConfig, CoordinatorClient, DilocoWorker, WorkerOptions};
@@ -28,6 +29,10 @@ struct Cli {
     /// Unique worker id.
     #[arg(long, env = "DILOCO_WORKER_ID", default_value = "example-worker")]
     worker_id: String,
+    /// File holding the bearer token (re-read after a 401). Without it `DILOCO_TOKEN_FILE`
+    /// or `DILOCO_TOKEN` is used; the token itself is never a command-line argument.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
     /// Seed of this worker's data stream (give each worker its own).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -115,7 +120,11 @@ fn emit(value: serde_json::Value) {
 }
 
 async fn run_with_coordinator(cli: &Cli, mut trainer: Trainer) -> anyhow::Result<()> {
-    let client = CoordinatorClient::new(ClientConfig::new(&cli.url))?;
+    let mut config = ClientConfig::new(&cli.url);
+    if let Some(path) = &cli.token_file {
+        config.token = TokenSource::File(path.clone());
+    }
+    let client = CoordinatorClient::new(config)?;
     let mut options = WorkerOptions::new(&cli.worker_id);
     options.hostname = std::env::var("HOSTNAME").ok();
     let params = trainer.params();
