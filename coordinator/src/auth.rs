@@ -6,9 +6,11 @@
 //! are re-read every second and a change takes effect without a restart. Tokens are compared
 //! as SHA-256 digests in constant time; only digests are kept in memory after loading.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -139,7 +141,7 @@ fn read_tokens(dir: &Path) -> Result<Tokens, TokenError> {
 
 /// Re-reads the token files every second for as long as the server runs, auditing changes.
 pub async fn reload_forever(tokens: Arc<TokenStore>, coordinator: Arc<Coordinator>) {
-    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
     let mut failing = false;
     loop {
         interval.tick().await;
@@ -174,12 +176,83 @@ pub fn remote_addr(request_extensions: &axum::http::Extensions) -> Option<Socket
         .map(|info| info.0)
 }
 
-/// Middleware: every path but `/health` needs a valid bearer token.
+/// Counts failed authentications per IP address in fixed windows, to slow down guessing.
+pub struct FailureLimiter {
+    allowed: u32,
+    window: Duration,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// Addresses tracked at most; beyond this, expired windows are dropped first, then all.
+const LIMITER_ADDRESSES: usize = 10_000;
+
+impl FailureLimiter {
+    /// `allowed` failures per `window` and address.
+    pub fn new(allowed: u32, window: Duration) -> Self {
+        Self {
+            allowed,
+            window,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Seconds until `ip` may try again, if it is over its allowance.
+    pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        let (start, count) = windows.get(&ip)?;
+        let end = *start + self.window;
+        (*count >= self.allowed && now < end).then(|| (end - now).as_secs().max(1))
+    }
+
+    /// Records a failure from `ip`.
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        if windows.len() >= LIMITER_ADDRESSES && !windows.contains_key(&ip) {
+            let window = self.window;
+            windows.retain(|_, (start, _)| now < *start + window);
+            if windows.len() >= LIMITER_ADDRESSES {
+                windows.clear();
+            }
+        }
+        let entry = windows.entry(ip).or_insert((now, 0));
+        if now >= entry.0 + self.window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// What the authentication middleware needs.
+pub struct AuthState {
+    /// For metrics and audit records.
+    pub coordinator: Arc<Coordinator>,
+    /// The accepted tokens.
+    pub tokens: Arc<TokenStore>,
+    /// Failures per address.
+    pub limiter: FailureLimiter,
+}
+
+fn refusal(status: StatusCode, reason: &str) -> Response {
+    let mut response = ApiError::new(status, reason).kind("auth").into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"diloco\""),
+    );
+    response
+}
+
+/// Middleware: every path but `/health` needs a valid bearer token. An address with too many
+/// recent failures gets 429 (with `Retry-After`) instead of another try.
 pub async fn require_bearer(
-    State((coordinator, tokens)): State<(Arc<Coordinator>, Arc<TokenStore>)>,
+    State(auth): State<Arc<AuthState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let AuthState {
+        coordinator,
+        tokens,
+        limiter,
+    } = &*auth;
     if request.uri().path() == "/health" {
         return next.run(request).await;
     }
@@ -198,19 +271,30 @@ pub async fn require_bearer(
         return next.run(request).await;
     };
     coordinator.metrics().auth_failures.inc();
+    let remote = remote_addr(request.extensions());
+    let now = Instant::now();
+    if let Some(ip) = remote.map(|a| a.ip()) {
+        if let Some(retry_after) = limiter.blocked_for(ip, now) {
+            // Not audited one by one: a flood would only flood the log.
+            let mut response = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "too many failed authentications from this address; retry in {retry_after} s"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return response;
+        }
+        limiter.record_failure(ip, now);
+    }
     coordinator.audit(
         AuditRecord::new("auth_failure")
-            .remote(remote_addr(request.extensions()))
+            .remote(remote)
             .details(json!({"path": request.uri().path(), "reason": reason})),
     );
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, reason)
-        .kind("auth")
-        .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"diloco\""),
-    );
-    response
+    refusal(StatusCode::UNAUTHORIZED, reason)
 }
 
 #[cfg(test)]
@@ -243,6 +327,23 @@ mod tests {
         assert!(store.accepts("old-token", now));
         assert!(!store.accepts("old-token", until), "not at the deadline");
         assert!(store.accepts("new-token", until));
+    }
+
+    #[test]
+    fn an_address_over_its_failure_allowance_waits_for_the_window() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(10));
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "::1".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.blocked_for(a, t0), None);
+            limiter.record_failure(a, t0);
+        }
+        assert_eq!(limiter.blocked_for(a, t0), Some(10));
+        assert_eq!(limiter.blocked_for(b, t0), None, "per address");
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(limiter.blocked_for(a, later), None, "a new window");
+        limiter.record_failure(a, later);
+        assert_eq!(limiter.blocked_for(a, later), None);
     }
 
     #[test]

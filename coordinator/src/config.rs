@@ -163,6 +163,11 @@ pub struct Limits {
     /// Uploads received and validated at the same time; the rest wait. Bounds memory at
     /// about `staged_uploads` uploads whatever the number of workers.
     pub staged_uploads: usize,
+    /// Failed authentications allowed from one IP address per `auth_failure_window_seconds`;
+    /// beyond that its unauthenticated requests get 429 until the window ends.
+    pub auth_failures_per_window: u32,
+    /// Length of that window.
+    pub auth_failure_window_seconds: u64,
 }
 
 impl Default for Limits {
@@ -172,6 +177,8 @@ impl Default for Limits {
             max_json_bytes: 1 << 20,
             max_workers: 1024,
             staged_uploads: 2,
+            auth_failures_per_window: 20,
+            auth_failure_window_seconds: 60,
         }
     }
 }

@@ -60,7 +60,8 @@ async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
     let coordinator = CoordinatorProcess::start(
         dir.path(),
         "auth: {token_dir: tokens}\n\
-         audit: {path: audit/audit.jsonl}\n",
+         audit: {path: audit/audit.jsonl}\n\
+         limits: {auth_failures_per_window: 1000}\n",
     );
     let http = diloco_tests::http_client();
     let url = coordinator.url.clone();

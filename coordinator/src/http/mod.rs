@@ -4,6 +4,7 @@ mod tensors;
 mod workers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
 use crate::audit::AuditRecord;
-use crate::auth::{Peer, TokenStore, remote_addr, require_bearer};
+use crate::auth::{AuthState, FailureLimiter, Peer, TokenStore, remote_addr, require_bearer};
 use crate::engine::{ControlAction, Coordinator};
 
 /// Shared handler state.
@@ -67,10 +68,18 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
             )
         });
     let router = match tokens {
-        Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
-            (app.clone(), tokens),
-            require_bearer,
-        )),
+        Some(tokens) => {
+            let limits = &app.config().limits;
+            let auth = Arc::new(AuthState {
+                coordinator: app.clone(),
+                tokens,
+                limiter: FailureLimiter::new(
+                    limits.auth_failures_per_window,
+                    Duration::from_secs(limits.auth_failure_window_seconds),
+                ),
+            });
+            router.layer(axum::middleware::from_fn_with_state(auth, require_bearer))
+        }
         None => router,
     };
     router.with_state(app)
