@@ -105,6 +105,11 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Where the bearer token comes from.
     pub token: TokenSource,
+    /// CA bundle (PEM) to trust for an `https` coordinator, besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) to present; one the coordinator's CA signed
+    /// authenticates without a token.
+    pub client_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Where the bearer token comes from. Tokens never go on a command line: a file (re-read
@@ -167,6 +172,10 @@ impl ClientConfig {
             submit_timeout: Duration::from_secs(3600),
             retry: RetryPolicy::default(),
             token: TokenSource::from_env(),
+            ca_file: std::env::var_os("DILOCO_CA_FILE").map(Into::into),
+            client_identity: std::env::var_os("DILOCO_CLIENT_CERT")
+                .zip(std::env::var_os("DILOCO_CLIENT_KEY"))
+                .map(|(cert, key)| (cert.into(), key.into())),
         }
     }
 }
@@ -256,8 +265,33 @@ impl CoordinatorClient {
     /// A client for the coordinator in `config`.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))
+        };
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(ca) = &config.ca_file {
+            for certificate in reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| ClientError::Config(format!("{}: {e}", ca.display())))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some((cert, key)) = &config.client_identity {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            // The error names the certificate file, never the key's content.
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                ClientError::Config(format!(
+                    "{} and {} are not a PEM certificate and key",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let token = config.token.read()?;

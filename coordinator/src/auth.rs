@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 use crate::api_error::ApiError;
 use crate::audit::AuditRecord;
 use crate::engine::Coordinator;
+use crate::tls::ClientCertificate;
 
 /// Why the tokens could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +166,8 @@ pub async fn reload_forever(tokens: Arc<TokenStore>, coordinator: Arc<Coordinato
     }
 }
 
-/// Who made an authenticated request, for audit records.
+/// Who made an authenticated request, for audit records: `bearer`, or a client
+/// certificate's subject.
 #[derive(Clone, Debug)]
 pub struct Peer(pub String);
 
@@ -254,6 +256,15 @@ pub async fn require_bearer(
         limiter,
     } = &*auth;
     if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    // A client certificate verified against `tls.client_ca` during the handshake.
+    if let Some(subject) = request
+        .extensions()
+        .get::<ClientCertificate>()
+        .map(|c| c.subject.clone())
+    {
+        request.extensions_mut().insert(Peer(subject));
         return next.run(request).await;
     }
     let presented = request.headers().get(header::AUTHORIZATION);

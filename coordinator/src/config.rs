@@ -31,8 +31,23 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// TLS on the listener (PEM files, reloaded when they change).
+    pub tls: Option<TlsConfig>,
     /// Allow a non-loopback listener without TLS (traffic, bearer tokens included, in clear).
     pub insecure: bool,
+}
+
+/// TLS files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// CA whose client certificates authenticate without a bearer token (PEM); optional.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Authentication.
@@ -66,6 +81,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
+            tls: None,
             insecure: false,
         }
     }
@@ -216,8 +232,8 @@ impl Config {
     }
 
     /// Checks what the types cannot express, and the security rules: authentication must be
-    /// configured or explicitly disabled, and a listener outside loopback needs TLS (not
-    /// implemented yet) or `insecure`.
+    /// configured or explicitly disabled, and a listener outside loopback needs TLS or
+    /// `insecure`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = &self.training;
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
@@ -228,11 +244,11 @@ impl Config {
                  without",
             );
         }
-        if !self.listen.ip().is_loopback() && !self.insecure {
+        if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.insecure {
             return Err(ConfigError::Invalid(format!(
                 "listen {} is not a loopback address and TLS is not configured: requests, bearer \
-                 tokens included, would cross the network in clear; bind to loopback or pass \
-                 --insecure (insecure: true)",
+                 tokens included, would cross the network in clear; configure tls, bind to \
+                 loopback or pass --insecure (insecure: true)",
                 self.listen
             )));
         }
@@ -299,6 +315,10 @@ mod tests {
         let open = "auth: {disabled: true}\nlisten: 0.0.0.0:8512";
         assert!(refused(open).unwrap().contains("not a loopback address"));
         assert_eq!(refused(&format!("{open}\ninsecure: true")), None);
+        assert_eq!(
+            refused(&format!("{open}\ntls: {{cert: c.pem, key: k.pem}}")),
+            None
+        );
         assert_eq!(
             refused("auth: {disabled: true}\nlisten: '[::1]:8512'"),
             None,

@@ -16,11 +16,13 @@ pub mod device;
 pub mod engine;
 pub mod fold;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod outer_optimizer;
 pub mod outer_state;
 pub mod server;
 pub mod staging;
+pub mod tls;
 pub mod upload;
 
 pub use diloco_client::wire;

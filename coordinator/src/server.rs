@@ -1,14 +1,11 @@
 //! Running the coordinator: restore or initialize, listen, tick, and shut down cleanly
 //! (checkpoint first, then release waiting workers, then stop within a bounded time).
 
-use std::future::IntoFuture;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::ServiceExt;
-use axum::extract::Request;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tower_http::normalize_path::NormalizePath;
@@ -19,6 +16,7 @@ use crate::checkpoint;
 use crate::config::Config;
 use crate::device::{describe, resolve_device};
 use crate::engine::Coordinator;
+use crate::tls::TlsReloader;
 use crate::upload::{Expectation, StagedUpload, UploadReceiver};
 use crate::wire::frame::{FrameHeader, PayloadFormat, frame_prefix};
 
@@ -70,33 +68,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let coordinator = build(config)?;
     let tokens = load_tokens(&coordinator)?;
+    let tls = match &coordinator.config().tls {
+        Some(files) => {
+            let tls = TlsReloader::load(files).context("cannot set up TLS")?;
+            info!(cert = %files.cert.display(), client_ca = ?files.client_ca, "TLS on");
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("failed to bind {listen}"))?;
     let address = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when binding port 0.
-    println!("diloco-coordinator listening on http://{address}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("diloco-coordinator listening on {scheme}://{address}");
     info!(%address, "listening");
 
     let ticker = tokio::spawn(tick_forever(coordinator.clone()));
     let reloader = tokens
         .clone()
         .map(|tokens| tokio::spawn(crate::auth::reload_forever(tokens, coordinator.clone())));
+    let tls_reloader = tls
+        .clone()
+        .map(|tls| tokio::spawn(reload_tls_forever(tls, coordinator.clone())));
     // forgather strips a trailing `/` from paths; so do we.
     let app = NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone(), tokens));
     let stopping = coordinator.clone();
-    let make_service =
-        ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
-    let server = axum::serve(listener, make_service)
-        .with_graceful_shutdown(async move { stop_requested(&stopping).await })
-        .into_future();
+    let server = crate::listener::serve(listener, app, tls.clone(), async move {
+        stop_requested(&stopping).await;
+    });
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => result.context("server failed")?,
+        () = &mut server => {}
         () = async {
             coordinator.shutdown_requested().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+    if let Some(reloader) = tls_reloader {
+        reloader.abort();
     }
     ticker.abort();
     if let Some(reloader) = reloader {
@@ -122,6 +133,32 @@ fn load_tokens(coordinator: &Coordinator) -> anyhow::Result<Option<Arc<TokenStor
                 "authentication is DISABLED (auth.disabled): anyone who can connect can train, read the parameters and shut the coordinator down"
             );
             Ok(None)
+        }
+    }
+}
+
+/// Re-reads the TLS files every second; new handshakes use the new certificate.
+async fn reload_tls_forever(tls: Arc<TlsReloader>, coordinator: Arc<Coordinator>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    let mut failing = false;
+    loop {
+        interval.tick().await;
+        match tls.reload() {
+            Ok(false) => failing = false,
+            Ok(true) => {
+                failing = false;
+                info!("TLS certificate reloaded");
+                coordinator.audit(
+                    crate::audit::AuditRecord::new("credential_reload")
+                        .details(serde_json::json!({"credential": "tls_certificate"})),
+                );
+            }
+            Err(error) => {
+                if !failing {
+                    warn!(%error, "TLS files not reloaded; the old certificate stays in use");
+                }
+                failing = true;
+            }
         }
     }
 }

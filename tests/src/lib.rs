@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod frames;
 pub mod local_cluster;
+pub mod pki;
 pub mod processes;
 
 pub use binaries::workspace_binary;

@@ -85,7 +85,9 @@ impl CoordinatorProcess {
 
     /// The `host:port` it listens on.
     pub fn address(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     /// Its process id.

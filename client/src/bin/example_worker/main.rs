@@ -33,6 +33,15 @@ struct Cli {
     /// or `DILOCO_TOKEN` is used; the token itself is never a command-line argument.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// CA bundle to trust for an `https` coordinator (else `DILOCO_CA_FILE`).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) to authenticate with instead of a token.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// Key of `--client-cert`.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
     /// Seed of this worker's data stream (give each worker its own).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -123,6 +132,12 @@ async fn run_with_coordinator(cli: &Cli, mut trainer: Trainer) -> anyhow::Result
     let mut config = ClientConfig::new(&cli.url);
     if let Some(path) = &cli.token_file {
         config.token = TokenSource::File(path.clone());
+    }
+    if cli.ca_file.is_some() {
+        config.ca_file = cli.ca_file.clone();
+    }
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        config.client_identity = Some((cert.clone(), key.clone()));
     }
     let client = CoordinatorClient::new(config)?;
     let mut options = WorkerOptions::new(&cli.worker_id);
