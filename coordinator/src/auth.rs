@@ -140,32 +140,6 @@ fn read_tokens(dir: &Path) -> Result<Tokens, TokenError> {
     })
 }
 
-/// Re-reads the token files every second for as long as the server runs, auditing changes.
-pub async fn reload_forever(tokens: Arc<TokenStore>, coordinator: Arc<Coordinator>) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    let mut failing = false;
-    loop {
-        interval.tick().await;
-        match tokens.reload() {
-            Ok(None) => failing = false,
-            Ok(Some(reloaded)) => {
-                failing = false;
-                tracing::info!(previous_valid_until = ?reloaded.previous_valid_until, "bearer tokens reloaded");
-                coordinator.audit(AuditRecord::new("credential_reload").details(json!({
-                    "credential": "bearer_token",
-                    "previous_valid_until": reloaded.previous_valid_until,
-                })));
-            }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(%error, "bearer tokens not reloaded; the old ones stay in force");
-                }
-                failing = true;
-            }
-        }
-    }
-}
-
 /// Who made an authenticated request, for audit records: `bearer`, or a client
 /// certificate's subject.
 #[derive(Clone, Debug)]

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::normalize_path::NormalizePath;
 use tracing::{info, warn};
 
+use crate::audit::AuditRecord;
 use crate::auth::TokenStore;
 use crate::checkpoint;
 use crate::config::Config;
@@ -86,12 +88,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(%address, "listening");
 
     let ticker = tokio::spawn(tick_forever(coordinator.clone()));
-    let reloader = tokens
-        .clone()
-        .map(|tokens| tokio::spawn(crate::auth::reload_forever(tokens, coordinator.clone())));
-    let tls_reloader = tls
-        .clone()
-        .map(|tls| tokio::spawn(reload_tls_forever(tls, coordinator.clone())));
+    let reloader = tokens.clone().map(|tokens| {
+        tokio::spawn(watch_credential(
+            "bearer_token",
+            coordinator.clone(),
+            move || {
+                tokens
+                    .reload()
+                    .map(|r| r.map(|r| json!({"previous_valid_until": r.previous_valid_until})))
+                    .map_err(|e| e.to_string())
+            },
+        ))
+    });
+    let tls_reloader = tls.clone().map(|tls| {
+        tokio::spawn(watch_credential(
+            "tls_certificate",
+            coordinator.clone(),
+            move || {
+                tls.reload()
+                    .map(|changed| changed.then(|| json!({})))
+                    .map_err(|e| e.to_string())
+            },
+        ))
+    });
     // forgather strips a trailing `/` from paths; so do we.
     let app = NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone(), tokens));
     let stopping = coordinator.clone();
@@ -137,25 +156,28 @@ fn load_tokens(coordinator: &Coordinator) -> anyhow::Result<Option<Arc<TokenStor
     }
 }
 
-/// Re-reads the TLS files every second; new handshakes use the new certificate.
-async fn reload_tls_forever(tls: Arc<TlsReloader>, coordinator: Arc<Coordinator>) {
+/// Re-reads a credential's files every second for as long as the server runs. `reload`
+/// returns the audit details of a change, `None` when nothing changed, or an error (the old
+/// credential stays in force; the error is logged once until it clears).
+async fn watch_credential<F>(credential: &'static str, coordinator: Arc<Coordinator>, reload: F)
+where
+    F: Fn() -> Result<Option<serde_json::Value>, String>,
+{
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     let mut failing = false;
     loop {
         interval.tick().await;
-        match tls.reload() {
-            Ok(false) => failing = false,
-            Ok(true) => {
+        match reload() {
+            Ok(None) => failing = false,
+            Ok(Some(mut details)) => {
                 failing = false;
-                info!("TLS certificate reloaded");
-                coordinator.audit(
-                    crate::audit::AuditRecord::new("credential_reload")
-                        .details(serde_json::json!({"credential": "tls_certificate"})),
-                );
+                info!(credential, %details, "credential reloaded");
+                details["credential"] = credential.into();
+                coordinator.audit(AuditRecord::new("credential_reload").details(details));
             }
             Err(error) => {
                 if !failing {
-                    warn!(%error, "TLS files not reloaded; the old certificate stays in use");
+                    warn!(credential, %error, "credential not reloaded; the old one stays in force");
                 }
                 failing = true;
             }
