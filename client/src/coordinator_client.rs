@@ -259,7 +259,12 @@ pub struct CoordinatorClient {
     http: reqwest::Client,
     config: ClientConfig,
     token: std::sync::Arc<std::sync::RwLock<Option<String>>>,
+    /// The bulk plane's URL, learned from `/register` (`X-Forgather-Bulk-Url`).
+    bulk_url: std::sync::Arc<std::sync::RwLock<Option<String>>>,
 }
+
+/// Header in which the coordinator advertises its bulk plane.
+pub const BULK_URL_HEADER: &str = "x-forgather-bulk-url";
 
 impl CoordinatorClient {
     /// A client for the coordinator in `config`.
@@ -299,6 +304,7 @@ impl CoordinatorClient {
             http,
             config,
             token: std::sync::Arc::new(std::sync::RwLock::new(token)),
+            bulk_url: std::sync::Arc::default(),
         })
     }
 
@@ -309,6 +315,71 @@ impl CoordinatorClient {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.config.url)
+    }
+
+    /// The URL of a bulk path (on the bulk plane when the coordinator advertised one), and
+    /// whether the bearer may go with it: never to a cleartext bulk plane.
+    fn bulk(&self, path: &str) -> (String, bool) {
+        let bulk = self
+            .bulk_url
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match bulk {
+            Some(base) => {
+                let bearer = base.starts_with("https://");
+                (format!("{base}{path}"), bearer)
+            }
+            None => (self.url(path), true),
+        }
+    }
+
+    /// The bulk plane's URL, if the coordinator advertised one.
+    pub fn bulk_url(&self) -> Option<String> {
+        self.bulk_url
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sends a bulk-path request built by `build` from its URL. If the bulk plane is gone (a
+    /// restarted coordinator listens elsewhere), asks the control plane again, whose 404
+    /// for bulk paths carries the new bulk URL.
+    async fn send_bulk<F>(&self, path: &str, build: F) -> Result<reqwest::Response, ClientError>
+    where
+        F: Fn(String) -> reqwest::RequestBuilder,
+    {
+        for _ in 0..2 {
+            let on_bulk = self.bulk_url().is_some();
+            let (url, bearer) = self.bulk(path);
+            match self.send_with(path, build(url), bearer).await {
+                Err(ClientError::Unreachable { .. }) if on_bulk => {
+                    *self
+                        .bulk_url
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                }
+                Err(ClientError::Refused { status: 404, .. })
+                    if !on_bulk && self.bulk_url().is_some() => {}
+                result => return result,
+            }
+        }
+        let (url, bearer) = self.bulk(path);
+        self.send_with(path, build(url), bearer).await
+    }
+
+    fn learn_bulk_url(&self, response: &reqwest::Response) {
+        // Re-learned at every registration; an absent header clears it.
+        let advertised = response
+            .headers()
+            .get(BULK_URL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|url| url.starts_with("http://") || url.starts_with("https://"))
+            .map(|url| url.trim_end_matches('/').to_string());
+        *self
+            .bulk_url
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = advertised;
     }
 
     /// Retries `call` on transient errors following the policy.
@@ -330,7 +401,14 @@ impl CoordinatorClient {
         }
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+        bearer: bool,
+    ) -> reqwest::RequestBuilder {
+        if !bearer {
+            return request;
+        }
         let token = self
             .token
             .read()
@@ -358,19 +436,31 @@ impl CoordinatorClient {
         path: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_with(path, request, true).await
+    }
+
+    async fn send_with(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+        bearer: bool,
+    ) -> Result<reqwest::Response, ClientError> {
         let again = request.try_clone();
         let mut response = self
-            .authorized(request)
+            .authorized(request, bearer)
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
+        if response.headers().contains_key(BULK_URL_HEADER) {
+            self.learn_bulk_url(&response);
+        }
         // A 401 after a rotation: the token file has the new token by now.
         if response.status() == reqwest::StatusCode::UNAUTHORIZED
             && let Some(again) = again
             && self.refresh_token()?
         {
             response = self
-                .authorized(again)
+                .authorized(again, bearer)
                 .send()
                 .await
                 .map_err(|e| self.unreachable(&e))?;
@@ -467,6 +557,7 @@ impl CoordinatorClient {
     /// `POST /register`: the parameters to start from.
     pub async fn register(&self, registration: &Registration) -> Result<ParamsBlob, ClientError> {
         let response = self.post_json("/register", registration).await?;
+        self.learn_bulk_url(&response);
         self.params("/register", response).await
     }
 
@@ -491,23 +582,25 @@ impl CoordinatorClient {
 
     /// `GET /global_params`.
     pub async fn global_params(&self) -> Result<ParamsBlob, ClientError> {
-        let request = self
-            .http
-            .get(self.url("/global_params"))
-            .timeout(self.config.request_timeout);
-        let response = self.send("/global_params", request).await?;
+        let response = self
+            .send_bulk("/global_params", |url| {
+                self.http.get(url).timeout(self.config.request_timeout)
+            })
+            .await?;
         self.params("/global_params", response).await
     }
 
     /// `POST /submit_pseudograd` with a complete frame; returns the next parameters.
     pub async fn submit(&self, frame: Bytes) -> Result<ParamsBlob, ClientError> {
-        let request = self
-            .http
-            .post(self.url("/submit_pseudograd"))
-            .timeout(self.config.submit_timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(frame);
-        let response = self.send("/submit_pseudograd", request).await?;
+        let response = self
+            .send_bulk("/submit_pseudograd", |url| {
+                self.http
+                    .post(url)
+                    .timeout(self.config.submit_timeout)
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(frame.clone())
+            })
+            .await?;
         self.params("/submit_pseudograd", response).await
     }
 

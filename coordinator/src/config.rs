@@ -33,8 +33,26 @@ pub struct Config {
     pub audit: AuditConfig,
     /// TLS on the listener (PEM files, reloaded when they change).
     pub tls: Option<TlsConfig>,
+    /// A second listener for the tensor paths only (the bulk plane).
+    pub bulk: Option<BulkConfig>,
     /// Allow a non-loopback listener without TLS (traffic, bearer tokens included, in clear).
     pub insecure: bool,
+}
+
+/// The bulk plane: `/submit_pseudograd`, `/submit_fragment_pseudograd` and `/global_params`
+/// (plus `/health`) on a listener of their own, e.g. cleartext on a private network while the
+/// control plane stays behind TLS and tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkConfig {
+    /// Address of the bulk listener (port 0: picked at start, advertised to workers).
+    pub listen: SocketAddr,
+    /// Serve it with the control plane's TLS settings.
+    #[serde(default)]
+    pub tls: bool,
+    /// Require the same credentials as the control plane (needs `tls`).
+    #[serde(default)]
+    pub auth: bool,
 }
 
 /// TLS files.
@@ -82,6 +100,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
             tls: None,
+            bulk: None,
             insecure: false,
         }
     }
@@ -252,6 +271,19 @@ impl Config {
                 self.listen
             )));
         }
+        if let Some(bulk) = &self.bulk {
+            if bulk.auth && !bulk.tls {
+                return invalid(
+                    "bulk.auth needs bulk.tls: the bearer token would cross the network in clear",
+                );
+            }
+            if bulk.tls && self.tls.is_none() {
+                return invalid("bulk.tls uses the control plane's tls settings; configure tls");
+            }
+            if bulk.listen.port() != 0 && bulk.listen.port() == self.listen.port() {
+                return invalid("bulk.listen must use another port than listen");
+            }
+        }
         if t.mode == TrainingMode::Async {
             return invalid("training.mode async is not implemented yet; use sync");
         }
@@ -317,6 +349,23 @@ mod tests {
         assert_eq!(refused(&format!("{open}\ninsecure: true")), None);
         assert_eq!(
             refused(&format!("{open}\ntls: {{cert: c.pem, key: k.pem}}")),
+            None
+        );
+        let base = "auth: {disabled: true}\n";
+        assert!(
+            refused(&format!(
+                "{base}bulk: {{listen: '127.0.0.1:0', auth: true}}"
+            ))
+            .unwrap()
+            .contains("bulk.auth needs bulk.tls")
+        );
+        assert!(
+            refused(&format!("{base}bulk: {{listen: '127.0.0.1:0', tls: true}}"))
+                .unwrap()
+                .contains("configure tls")
+        );
+        assert_eq!(
+            refused(&format!("{base}bulk: {{listen: '127.0.0.1:0'}}")),
             None
         );
         assert_eq!(

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Audit records that could not be written.
     pub audit_write_failures: Counter,
+    /// Requests that brought a bearer token to the cleartext bulk plane.
+    pub cleartext_bearer: Counter,
 }
 
 impl Metrics {
@@ -54,6 +56,7 @@ impl Metrics {
             checkpoint_failures: Counter::default(),
             auth_failures: Counter::default(),
             audit_write_failures: Counter::default(),
+            cleartext_bearer: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("round", "Outer steps completed", metrics.round.clone());
@@ -111,6 +114,11 @@ impl Metrics {
             "audit_write_failures",
             "Audit records that could not be written",
             metrics.audit_write_failures.clone(),
+        );
+        registry.register(
+            "bulk_cleartext_bearer",
+            "Requests that brought a bearer token to the cleartext bulk plane",
+            metrics.cleartext_bearer.clone(),
         );
         Self {
             registry,

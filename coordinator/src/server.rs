@@ -86,6 +86,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("diloco-coordinator listening on {scheme}://{address}");
     info!(%address, "listening");
+    let bulk = match coordinator.config().bulk.clone() {
+        Some(bulk) => {
+            let listener = TcpListener::bind(bulk.listen)
+                .await
+                .with_context(|| format!("failed to bind the bulk plane on {}", bulk.listen))?;
+            let advert = crate::http::BulkAdvert {
+                addr: listener.local_addr()?,
+                tls: bulk.tls,
+            };
+            coordinator.advertise_bulk(advert);
+            let scheme = if bulk.tls { "https" } else { "http" };
+            println!(
+                "diloco-coordinator bulk plane on {scheme}://{}",
+                advert.addr
+            );
+            if !bulk.tls {
+                warn!(address = %advert.addr, "the bulk plane is cleartext and unauthenticated: restrict who can reach it (NetworkPolicy)");
+            }
+            let router = crate::http::bulk_router(
+                coordinator.clone(),
+                if bulk.auth { tokens.clone() } else { None },
+                bulk.tls,
+            );
+            let app = NormalizePath::trim_trailing_slash(router);
+            let bulk_tls = if bulk.tls { tls.clone() } else { None };
+            let stopping = coordinator.clone();
+            Some(tokio::spawn(crate::listener::serve(
+                listener,
+                app,
+                bulk_tls,
+                async move {
+                    stopping.shutdown_requested().await;
+                },
+            )))
+        }
+        None => None,
+    };
 
     let ticker = tokio::spawn(tick_forever(coordinator.clone()));
     let reloader = tokens.clone().map(|tokens| {
@@ -127,6 +164,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Some(reloader) = tls_reloader {
         reloader.abort();
+    }
+    if let Some(bulk) = bulk {
+        bulk.abort();
     }
     ticker.abort();
     if let Some(reloader) = reloader {

@@ -26,6 +26,7 @@ use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
 use diloco_tests::frames::frame_with_blob;
 use diloco_tests::get_json;
+use diloco_tests::pki::TestCa;
 use diloco_tests::processes::CoordinatorProcess;
 use serde_json::{Value, json};
 
@@ -51,6 +52,8 @@ fn main() {
 
     eprintln!("ingest and outer step, P = {ingest_params} …");
     let ingest = runtime.block_on(ingest_bench(&root, ingest_params));
+    eprintln!("ingest over TLS, P = {ingest_params} …");
+    let ingest_tls = runtime.block_on(tls_ingest_bench(&root, ingest_params));
     let outer_step_bound = 20.0 * ingest_params as f64 / triad;
 
     eprintln!("memory, P = {memory_params} …");
@@ -74,10 +77,12 @@ fn main() {
 
     let ingest_ratio_1 = ingest.ours_1 / ingest.raw_1;
     let ingest_ratio_4 = ingest.ours_4 / ingest.raw_4;
+    let ingest_ratio_tls = ingest_tls / ingest.raw_1;
     let outer_step_ratio = ingest.outer_step_seconds / outer_step_bound;
     let targets = json!({
         "ingest_ratio_1": ingest_ratio_1 >= 0.8,
         "ingest_ratio_4": ingest_ratio_4 >= 0.8,
+        "ingest_ratio_tls_within_25_percent_of_cleartext": ingest_tls >= 0.75 * ingest.ours_1,
         "rss_within_budget": largest <= budget,
         "rss_flat_within_5_percent": growth <= 0.05,
         "outer_step_ratio": outer_step_ratio <= 2.0,
@@ -88,6 +93,7 @@ fn main() {
     let summary = json!({
         "ingest_ratio_1": ingest_ratio_1,
         "ingest_ratio_4": ingest_ratio_4,
+        "ingest_ratio_tls": ingest_ratio_tls,
         "rss_bytes_by_workers": rss,
         "rss_budget_bytes": budget,
         "rss_growth_largest_over_smallest": growth,
@@ -101,6 +107,8 @@ fn main() {
             "raw_tcp_1_stream_mb_per_s": ingest.raw_1 / MB,
             "raw_tcp_1_stream_discarding_mb_per_s": ingest.discard_1 / MB,
             "ingest_1_worker_mb_per_s": ingest.ours_1 / MB,
+            "ingest_1_worker_tls_mb_per_s": ingest_tls / MB,
+            "tls_cost_vs_cleartext": 1.0 - ingest_tls / ingest.ours_1,
             "raw_tcp_4_streams_mb_per_s": ingest.raw_4 / MB,
             "raw_tcp_4_streams_discarding_mb_per_s": ingest.discard_4 / MB,
             "ingest_4_workers_mb_per_s": ingest.ours_4 / MB,
@@ -422,6 +430,47 @@ async fn one_round(
         post_json(http, &format!("{url}/register"), json!({"worker_id": id})).await;
     }
     (total as f64 / elapsed, step)
+}
+
+/// One worker's ingest over TLS (rustls, ring; the client trusts a test CA), median of
+/// the repetitions, with a blocker keeping each round open as in [`ingest_bench`].
+async fn tls_ingest_bench(root: &Path, params: usize) -> f64 {
+    let dir = tempfile::tempdir_in(root).expect("temporary directory");
+    let ca = TestCa::new("bench CA");
+    let server = ca.server(&["127.0.0.1"]);
+    std::fs::write(dir.path().join("server.pem"), &server.cert).expect("certificate");
+    std::fs::write(dir.path().join("server.key"), &server.key).expect("key");
+    let coordinator = start_coordinator(
+        dir.path(),
+        params,
+        "training: {heartbeat_timeout_seconds: 3600, sync_timeout_seconds: 3600, \
+         download_dtype: bf16}\n\
+         checkpoint: {every_rounds: 0}\n\
+         tls: {cert: server.pem, key: server.key}\n",
+    );
+    diloco_client::coordinator_client::install_crypto_provider();
+    let root_certificate =
+        reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA certificate");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(root_certificate)
+        .build()
+        .expect("TLS client");
+    let url = coordinator.url.clone();
+    for id in ["w0", "blocker"] {
+        post_json(&http, &format!("{url}/register"), json!({"worker_id": id})).await;
+    }
+    let body = upload_body("w0", &pseudo_gradient(params));
+    let mut rates = Vec::new();
+    for repetition in 0..REPETITIONS {
+        let (rate, _) = one_round(&http, &url, std::slice::from_ref(&body), &[]).await;
+        eprintln!(
+            "  round {repetition}, 1 worker over TLS: {:.0} MB/s",
+            rate / MB
+        );
+        rates.push(rate);
+    }
+    median(rates)
 }
 
 /// Peak RSS of a fresh coordinator through two rounds of `workers` concurrent uploads.

@@ -171,12 +171,21 @@ async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
     while status(&url).await["sync_round"].as_u64().unwrap() < 3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    coordinator.kill();
-
-    // Hold the workers while the coordinator restarts, to look at the resumed state alone.
+    // Hold the workers (so the round stops moving) until the coordinator has restarted, to
+    // look at the resumed state alone; kill it once the current round's checkpoint is on
+    // disk, so workers and checkpoint agree on the round (a checkpoint that lags makes the
+    // workers adopt its older parameters instead, which another test would have to pin).
     for w in &workers {
         signal(w.pid(), "STOP");
     }
+    loop {
+        let now = status(&url).await;
+        if now["last_checkpoint_round"] == now["sync_round"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    coordinator.kill();
     let newest = std::fs::read_dir(dir.path().join("checkpoints"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -122,6 +122,7 @@ pub struct Coordinator {
     started: Instant,
     metrics: Metrics,
     audit: AuditLog,
+    bulk: std::sync::OnceLock<crate::http::BulkAdvert>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -208,6 +209,7 @@ impl Coordinator {
                 metrics.audit_write_failures.clone(),
             ),
             metrics,
+            bulk: std::sync::OnceLock::new(),
             shutdown: watch::Sender::new(false),
             config,
         });
@@ -229,6 +231,16 @@ impl Coordinator {
     /// Prometheus metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Records where the bulk plane listens (once, before serving).
+    pub fn advertise_bulk(&self, advert: crate::http::BulkAdvert) {
+        let _ = self.bulk.set(advert);
+    }
+
+    /// Where the bulk plane listens, if there is one.
+    pub fn bulk_advert(&self) -> Option<crate::http::BulkAdvert> {
+        self.bulk.get().copied()
     }
 
     /// Queues an audit record (written by the audit log's own thread).

@@ -3,15 +3,16 @@
 mod tensors;
 mod workers;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{Extensions, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -23,18 +24,79 @@ use crate::engine::{ControlAction, Coordinator};
 /// Shared handler state.
 pub type App = Arc<Coordinator>;
 
-/// Every route of the coordinator; with `tokens`, all but `/health` need a bearer token.
-pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
-    let json_limit = app.config().limits.max_json_bytes;
-    let uploads = Router::new()
+/// The bulk plane's paths (tensor uploads and downloads), as in forgather.
+pub const BULK_PATHS: [&str; 3] = [
+    "/submit_pseudograd",
+    "/submit_fragment_pseudograd",
+    "/global_params",
+];
+
+/// Header advertising the bulk plane's URL, as in forgather.
+pub const BULK_URL_HEADER: &str = "x-forgather-bulk-url";
+
+/// Where workers find the bulk plane.
+#[derive(Clone, Copy, Debug)]
+pub struct BulkAdvert {
+    /// The bulk listener's bound address.
+    pub addr: SocketAddr,
+    /// Whether it speaks TLS.
+    pub tls: bool,
+}
+
+impl BulkAdvert {
+    /// The URL a worker should use: the bound host, or for a wildcard bind the host the
+    /// worker itself used to reach the control plane (its `Host` header).
+    pub fn url(&self, headers: &HeaderMap) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        let port = self.addr.port();
+        let ip = self.addr.ip();
+        let host = if ip.is_unspecified() {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+                .map(|a| a.host().to_string())
+                .unwrap_or_else(|| "127.0.0.1".into())
+        } else if ip.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+fn bulk_routes() -> Router<App> {
+    Router::new()
         .route("/submit_pseudograd", post(tensors::submit_pseudograd))
         .route(
             "/submit_fragment_pseudograd",
             post(tensors::submit_fragment),
         )
-        .route("/init_params", post(tensors::init_params))
+        .route("/global_params", get(tensors::global_params))
         // Upload size is enforced while streaming, against limits.max_upload_bytes.
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// The control plane's routes; with `tokens`, all but `/health` need a credential. With a
+/// bulk plane, the bulk paths answer 404 with its URL (after authentication, so only
+/// authenticated callers learn it).
+pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
+    let json_limit = app.config().limits.max_json_bytes;
+    let mut uploads = Router::new()
+        .route("/init_params", post(tensors::init_params))
         .layer(DefaultBodyLimit::disable());
+    match app.bulk_advert() {
+        None => uploads = uploads.merge(bulk_routes()),
+        Some(advert) => {
+            for path in BULK_PATHS {
+                uploads = uploads.route(
+                    path,
+                    any(move |headers: HeaderMap| async move { bulk_elsewhere(&advert, &headers) }),
+                );
+            }
+        }
+    }
     let router = Router::new()
         .route(
             "/health",
@@ -55,7 +117,6 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
             "/info",
             get(|State(app): State<App>| async move { axum::Json(app.info()) }),
         )
-        .route("/global_params", get(tensors::global_params))
         .route("/control/{action}", post(control))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(json_limit))
@@ -67,7 +128,70 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
                 "Method not allowed on this endpoint",
             )
         });
-    let router = match tokens {
+    with_auth(router, &app, tokens).with_state(app)
+}
+
+/// 404 for a bulk path on the control plane, with the bulk URL in a header and the body.
+fn bulk_elsewhere(advert: &BulkAdvert, headers: &HeaderMap) -> Response {
+    let url = advert.url(headers);
+    let mut response = (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({
+            "error": format!("tensor transfers are served on the bulk plane at {url}"),
+            "bulk_url": url,
+        })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(BULK_URL_HEADER, value);
+    }
+    response
+}
+
+/// The bulk plane's routes: the bulk paths and `/health`, nothing else. With `tokens` they
+/// need the control plane's credentials; a cleartext bulk plane without them never should see
+/// a bearer token, and counts (and logs) any it does.
+pub fn bulk_router(app: App, tokens: Option<Arc<TokenStore>>, tls: bool) -> Router {
+    let router = bulk_routes()
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Endpoint {} is not served on the bulk plane", uri.path()),
+            )
+        });
+    let router = if tokens.is_none() && !tls {
+        router.layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            flag_cleartext_bearer,
+        ))
+    } else {
+        router
+    };
+    with_auth(router, &app, tokens).with_state(app)
+}
+
+async fn flag_cleartext_bearer(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        app.metrics().cleartext_bearer.inc();
+        tracing::warn!(
+            path = request.uri().path(),
+            "a client sent an Authorization header to the cleartext bulk plane; its credential \
+             crossed the network in clear and should be rotated"
+        );
+    }
+    next.run(request).await
+}
+
+fn with_auth(router: Router<App>, app: &App, tokens: Option<Arc<TokenStore>>) -> Router<App> {
+    match tokens {
         Some(tokens) => {
             let limits = &app.config().limits;
             let auth = Arc::new(AuthState {
@@ -81,8 +205,7 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
             router.layer(axum::middleware::from_fn_with_state(auth, require_bearer))
         }
         None => router,
-    };
-    router.with_state(app)
+    }
 }
 
 /// Parses a JSON body; an empty body counts as `{}` where `T` allows it.

@@ -2,19 +2,20 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::Extensions;
+use axum::http::{Extensions, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::tensors::tensor_response;
-use super::{App, audit_record, parse_json};
+use super::{App, BULK_URL_HEADER, audit_record, parse_json};
 use crate::api_error::ApiError;
 use crate::engine::RegisterRequest;
 
 pub async fn register(
     State(app): State<App>,
     extensions: Extensions,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: RegisterRequest = parse_json(&body)?;
@@ -26,7 +27,13 @@ pub async fn register(
             .round(published.round)
             .details(json!({"hostname": hostname})),
     );
-    Ok(tensor_response(&published))
+    let mut response = tensor_response(&published);
+    if let Some(url) = app.bulk_advert().map(|advert| advert.url(&headers))
+        && let Ok(value) = HeaderValue::from_str(&url)
+    {
+        response.headers_mut().insert(BULK_URL_HEADER, value);
+    }
+    Ok(response)
 }
 
 pub async fn heartbeat(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
