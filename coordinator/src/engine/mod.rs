@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -50,33 +49,7 @@ pub struct Published {
     pub encoded: Bytes,
 }
 
-/// `/register` request body (forgather's fields; others are ignored).
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct RegisterRequest {
-    /// Unique id of the worker.
-    pub worker_id: String,
-    /// Its hostname.
-    pub hostname: Option<String>,
-    /// Its output directory.
-    pub output_dir: Option<String>,
-    /// Anything else it wants recorded.
-    pub extra: Option<serde_json::Value>,
-    /// The parameters it holds, by name and shape (its slice; default all).
-    pub param_shapes: Option<BTreeMap<String, Vec<usize>>>,
-    /// Pipeline-parallel group membership (not supported yet).
-    pub group: Option<serde_json::Value>,
-}
-
-/// `/heartbeat` request body.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct HeartbeatRequest {
-    /// The worker.
-    pub worker_id: String,
-    /// Inner steps per second.
-    pub steps_per_second: Option<f64>,
-    /// Training statistics (whitelisted).
-    pub stats: Option<serde_json::Value>,
-}
+pub use crate::wire::messages::{HeartbeatRequest, RegisterRequest};
 
 /// Why a worker left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -879,12 +852,7 @@ fn check_round(frame: &FrameHeader, round: u64) -> Result<(), ApiError> {
 }
 
 fn validate_worker_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 253
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
-    if ok {
+    if crate::wire::messages::valid_worker_id(id) {
         Ok(())
     } else {
         Err(ApiError::bad_request(

@@ -4,13 +4,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::tensors::tensor_response;
 use super::{App, BULK_URL_HEADER, audit_record, parse_json};
 use crate::api_error::ApiError;
 use crate::engine::RegisterRequest;
+use crate::wire::messages::WorkerRef;
 
 pub async fn register(
     State(app): State<App>,
@@ -40,13 +40,8 @@ pub async fn heartbeat(State(app): State<App>, body: Bytes) -> Result<Response, 
     Ok(axum::Json(app.heartbeat(parse_json(&body)?)?).into_response())
 }
 
-#[derive(Deserialize)]
-struct Deregister {
-    worker_id: String,
-}
-
 pub async fn deregister(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
-    let request: Deregister = parse_json(&body)?;
+    let request: WorkerRef = parse_json(&body)?;
     app.deregister(&request.worker_id);
     Ok(axum::Json(json!({"status": "ok"})).into_response())
 }
