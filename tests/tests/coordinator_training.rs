@@ -240,3 +240,64 @@ async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
         "training went on after the restart (round {final_round})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_ahead_of_a_lagging_checkpoint_adopt_it_and_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "training: {min_workers: 2, sync_every: 20, heartbeat_timeout_seconds: 30}\n\
+                  checkpoint: {dir: checkpoints, every_rounds: 1}\n";
+    let mut coordinator = CoordinatorProcess::start(dir.path(), config);
+    let url = coordinator.url.clone();
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            WorkerProcess::start(
+                &format!("w{i}"),
+                &["--url", &url, "--seed", &i.to_string(), "--rounds", "6"],
+            )
+        })
+        .collect();
+    while status(&url).await["sync_round"].as_u64().unwrap() < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in &workers {
+        signal(w.pid(), "STOP");
+    }
+    let killed_at = loop {
+        let now = status(&url).await;
+        if now["last_checkpoint_round"] == now["sync_round"] {
+            break now["sync_round"].as_u64().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    coordinator.kill();
+    // The crash came before the newest checkpoint reached the disk: the workers are one
+    // round ahead of what the coordinator comes back with.
+    let newest = dir.path().join(format!(
+        "checkpoints/checkpoint-{killed_at:010}.safetensors"
+    ));
+    std::fs::remove_file(&newest).unwrap();
+    let restarted = CoordinatorProcess::start(
+        dir.path(),
+        &format!("listen: {}\n{config}", coordinator.address()),
+    );
+    assert_eq!(status(&restarted.url).await["sync_round"], killed_at - 1);
+    for w in &workers {
+        signal(w.pid(), "CONT");
+    }
+    // Each worker's pseudo-gradient from round `killed_at` is refused as stale; it adopts the
+    // coordinator's parameters (one iteration that contributes nothing) and trains on.
+    for worker in workers {
+        let lines = worker.finish(WORKER_TIMEOUT);
+        let rounds = events(&lines, "round");
+        assert_eq!(rounds.len(), 6, "{lines:?}");
+        let adopted: Vec<_> = rounds
+            .iter()
+            .filter(|r| r["contributed"] == false)
+            .collect();
+        assert_eq!(adopted.len(), 1, "{lines:?}");
+        assert_eq!(adopted[0]["round"], killed_at - 1, "{lines:?}");
+    }
+    let final_round = status(&restarted.url).await["sync_round"].as_u64().unwrap();
+    // 6 iterations, one of them the adoption, and one round lost with the checkpoint.
+    assert_eq!(final_round, 4, "rounds after the restart");
+}
