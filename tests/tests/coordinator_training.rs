@@ -3,6 +3,7 @@
 //! killed mid-run resumes from its checkpoint while the workers carry on by themselves.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use diloco_client::tensors::decode_safetensors;
@@ -153,39 +154,47 @@ async fn one_worker_with_lr_one_and_no_momentum_reproduces_local_training() {
     println!("largest difference from local training: {worst:e}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = "training: {min_workers: 2, sync_every: 20, heartbeat_timeout_seconds: 30}\n\
-                  checkpoint: {dir: checkpoints, every_rounds: 1}\n";
-    let mut coordinator = CoordinatorProcess::start(dir.path(), config);
+/// Checkpointing every round, with min_workers 2.
+const RESTART_CONFIG: &str = "training: {min_workers: 2, sync_every: 20, heartbeat_timeout_seconds: 30}\n\
+                              checkpoint: {dir: checkpoints, every_rounds: 1}\n";
+
+/// Two example workers training for `rounds` against a coordinator in `dir`, which is killed
+/// (`kill -9`) after round 3 with the workers held (SIGSTOP, so the round stops moving) and
+/// once the current round's checkpoint is on disk. Returns the address it listened on, the
+/// stopped workers and the round it died at.
+async fn train_then_kill(dir: &Path, rounds: &str) -> (String, Vec<WorkerProcess>, u64) {
+    let mut coordinator = CoordinatorProcess::start(dir, RESTART_CONFIG);
     let url = coordinator.url.clone();
     let workers: Vec<_> = (0..2)
         .map(|i| {
             WorkerProcess::start(
                 &format!("w{i}"),
-                &["--url", &url, "--seed", &i.to_string(), "--rounds", "8"],
+                &["--url", &url, "--seed", &i.to_string(), "--rounds", rounds],
             )
         })
         .collect();
     while status(&url).await["sync_round"].as_u64().unwrap() < 3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Hold the workers (so the round stops moving) until the coordinator has restarted, to
-    // look at the resumed state alone; kill it once the current round's checkpoint is on
-    // disk, so workers and checkpoint agree on the round (a checkpoint that lags makes the
-    // workers adopt its older parameters instead, which another test would have to pin).
     for w in &workers {
         signal(w.pid(), "STOP");
     }
-    loop {
+    let killed_at = loop {
         let now = status(&url).await;
         if now["last_checkpoint_round"] == now["sync_round"] {
-            break;
+            break now["sync_round"].as_u64().unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     coordinator.kill();
+    (coordinator.address().to_string(), workers, killed_at)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Workers and checkpoint agree on the round here (see the next test for a lagging one).
+    let (address, workers, _) = train_then_kill(dir.path(), "8").await;
     let newest = std::fs::read_dir(dir.path().join("checkpoints"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -198,10 +207,8 @@ async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
         .unwrap();
     assert!(saved_round >= 3);
 
-    let restarted = CoordinatorProcess::start(
-        dir.path(),
-        &format!("listen: {}\n{config}", coordinator.address()),
-    );
+    let restarted =
+        CoordinatorProcess::start(dir.path(), &format!("listen: {address}\n{RESTART_CONFIG}"));
     let client = CoordinatorClient::new(ClientConfig::new(&restarted.url)).unwrap();
     let resumed = client.global_params().await.unwrap();
     assert_eq!(
@@ -244,42 +251,15 @@ async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_ahead_of_a_lagging_checkpoint_adopt_it_and_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let config = "training: {min_workers: 2, sync_every: 20, heartbeat_timeout_seconds: 30}\n\
-                  checkpoint: {dir: checkpoints, every_rounds: 1}\n";
-    let mut coordinator = CoordinatorProcess::start(dir.path(), config);
-    let url = coordinator.url.clone();
-    let workers: Vec<_> = (0..2)
-        .map(|i| {
-            WorkerProcess::start(
-                &format!("w{i}"),
-                &["--url", &url, "--seed", &i.to_string(), "--rounds", "6"],
-            )
-        })
-        .collect();
-    while status(&url).await["sync_round"].as_u64().unwrap() < 3 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for w in &workers {
-        signal(w.pid(), "STOP");
-    }
-    let killed_at = loop {
-        let now = status(&url).await;
-        if now["last_checkpoint_round"] == now["sync_round"] {
-            break now["sync_round"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    coordinator.kill();
+    let (address, workers, killed_at) = train_then_kill(dir.path(), "6").await;
     // The crash came before the newest checkpoint reached the disk: the workers are one
     // round ahead of what the coordinator comes back with.
     let newest = dir.path().join(format!(
         "checkpoints/checkpoint-{killed_at:010}.safetensors"
     ));
     std::fs::remove_file(&newest).unwrap();
-    let restarted = CoordinatorProcess::start(
-        dir.path(),
-        &format!("listen: {}\n{config}", coordinator.address()),
-    );
+    let restarted =
+        CoordinatorProcess::start(dir.path(), &format!("listen: {address}\n{RESTART_CONFIG}"));
     assert_eq!(status(&restarted.url).await["sync_round"], killed_at - 1);
     for w in &workers {
         signal(w.pid(), "CONT");
