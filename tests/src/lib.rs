@@ -25,3 +25,28 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     let response = http.get(url).send().await.expect("GET reaches the server");
     response.json().await.expect("the response is JSON")
 }
+
+/// The coordinator's Prometheus text at `{url}/metrics` (with `token` as bearer, if given),
+/// as metric name → value for the unlabelled samples.
+pub async fn metrics(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut request = http.get(format!("{url}/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let text = request
+        .send()
+        .await
+        .expect("GET /metrics reaches the server")
+        .text()
+        .await
+        .expect("a text body");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(name, value)| Some((name.to_string(), value.parse().ok()?)))
+        .collect()
+}

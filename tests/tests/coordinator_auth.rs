@@ -156,23 +156,8 @@ async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
     assert_eq!(events(&lines, "done").len(), 1, "{lines:?}");
     seen.push_str(&format!("{lines:?}"));
 
-    let metrics = {
-        let mut text = String::new();
-        call(
-            &http,
-            &format!("{url}/metrics"),
-            Some(&bearer(&second)),
-            &mut text,
-        )
-        .await;
-        text
-    };
-    let failures: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("diloco_auth_failures_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let failures =
+        diloco_tests::metrics(&http, &url, Some(&second)).await["diloco_auth_failures_total"];
     assert!(failures >= 5.0, "{failures}");
 
     // The audit log has every kind of event, with who and from where.
@@ -274,20 +259,8 @@ async fn an_unwritable_audit_log_is_counted_and_the_server_keeps_serving() {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let metrics = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let failures: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("diloco_audit_write_failures_total "))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let failures =
+            diloco_tests::metrics(&http, url, None).await["diloco_audit_write_failures_total"];
         if failures >= 2.0 {
             break;
         }

@@ -7,14 +7,6 @@ use std::time::Duration;
 use diloco_tests::processes::{CoordinatorProcess, WorkerProcess, events};
 use serde_json::Value;
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing"))
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,17 +122,9 @@ async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
     );
 
     // No worker brought its token to the cleartext bulk plane.
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(metric(&metrics, "diloco_bulk_cleartext_bearer_total"), 0.0);
-    assert!(metric(&metrics, "diloco_outer_steps_total") >= 3.0);
+    let metrics = diloco_tests::metrics(&http, &url, Some(&token)).await;
+    assert_eq!(metrics["diloco_bulk_cleartext_bearer_total"], 0.0);
+    assert!(metrics["diloco_outer_steps_total"] >= 3.0);
     // … and the check does count one that does.
     let careless = http
         .get(format!("{bulk_url}/global_params"))
@@ -149,14 +133,6 @@ async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
         .await
         .unwrap();
     assert_eq!(careless.status(), 200);
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(metric(&metrics, "diloco_bulk_cleartext_bearer_total"), 1.0);
+    let metrics = diloco_tests::metrics(&http, &url, Some(&token)).await;
+    assert_eq!(metrics["diloco_bulk_cleartext_bearer_total"], 1.0);
 }
