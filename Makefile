@@ -6,7 +6,7 @@ SHELL := bash
 
 CARGO ?= cargo
 
-.PHONY: help bootstrap build test test-rust lint fmt crds demo bench fuzz cluster-up cluster-down
+.PHONY: help bootstrap build test test-rust lint fmt crds demo bench bench-operator fuzz cluster-up cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test-rust:
 
 bench: bootstrap ## coordinator ingest, memory and outer-step benchmark (target/bench/summary.json)
 	$(CARGO) bench -p diloco-tests --bench coordinator
+
+bench-operator: bootstrap ## operator at scale: 200 DiLoCoServers (target/bench/operator-scale.json)
+	$(CARGO) bench -p diloco-tests --bench operator_scale
 
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60; needs nightly)
 	scripts/fuzz

@@ -35,6 +35,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// A second listener for the tensor paths only (the bulk plane).
     pub bulk: Option<BulkConfig>,
+    /// A cleartext, unauthenticated listener for `/metrics` and `/health` only (Prometheus
+    /// scrapes and probes); without it `/metrics` is served, authenticated, on `listen`.
+    pub metrics: Option<MetricsConfig>,
     /// Allow a non-loopback listener without TLS (traffic, bearer tokens included, in clear).
     pub insecure: bool,
 }
@@ -53,6 +56,18 @@ pub struct BulkConfig {
     /// Require the same credentials as the control plane (needs `tls`).
     #[serde(default)]
     pub auth: bool,
+    /// URL advertised to workers (`/register`, `X-Forgather-Bulk-Url`); default: the bound
+    /// address, or for a wildcard bind the host the worker used for the control plane.
+    #[serde(default)]
+    pub advertise_url: Option<String>,
+}
+
+/// The metrics listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener.
+    pub listen: SocketAddr,
 }
 
 /// TLS files.
@@ -101,6 +116,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             tls: None,
             bulk: None,
+            metrics: None,
             insecure: false,
         }
     }
@@ -282,6 +298,13 @@ impl Config {
             }
             if bulk.listen.port() != 0 && bulk.listen.port() == self.listen.port() {
                 return invalid("bulk.listen must use another port than listen");
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            let port = metrics.listen.port();
+            let bulk_port = self.bulk.as_ref().map(|b| b.listen.port());
+            if port != 0 && (port == self.listen.port() || Some(port) == bulk_port) {
+                return invalid("metrics.listen must use another port than listen and bulk.listen");
             }
         }
         if t.mode == TrainingMode::Async {

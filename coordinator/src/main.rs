@@ -20,6 +20,12 @@ struct Cli {
     /// Overrides `listen`.
     #[arg(long, env = "DILOCO_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Overrides `bulk.listen` (when the configuration has a bulk plane).
+    #[arg(long, env = "DILOCO_BULK_LISTEN")]
+    bulk_listen: Option<SocketAddr>,
+    /// Overrides `metrics.listen` (when the configuration has a metrics listener).
+    #[arg(long, env = "DILOCO_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Overrides `device`.
     #[arg(long, value_enum, env = "DILOCO_DEVICE")]
     device: Option<DeviceChoice>,
@@ -63,6 +69,12 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(listen) = cli.listen {
         config.listen = listen;
+    }
+    if let (Some(listen), Some(bulk)) = (cli.bulk_listen, config.bulk.as_mut()) {
+        bulk.listen = listen;
+    }
+    if let (Some(listen), Some(metrics)) = (cli.metrics_listen, config.metrics.as_mut()) {
+        metrics.listen = listen;
     }
     if let Some(device) = cli.device {
         config.device = device;

@@ -94,8 +94,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let advert = crate::http::BulkAdvert {
                 addr: listener.local_addr()?,
                 tls: bulk.tls,
+                fixed_url: bulk.advertise_url.clone(),
             };
-            coordinator.advertise_bulk(advert);
+            coordinator.advertise_bulk(advert.clone());
             let scheme = if bulk.tls { "https" } else { "http" };
             println!(
                 "diloco-coordinator bulk plane on {scheme}://{}",
@@ -116,6 +117,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 app,
                 bulk_tls,
+                async move {
+                    stopping.shutdown_requested().await;
+                },
+            )))
+        }
+        None => None,
+    };
+
+    let metrics = match coordinator.config().metrics.clone() {
+        Some(metrics) => {
+            let listener = TcpListener::bind(metrics.listen).await.with_context(|| {
+                format!("failed to bind the metrics listener on {}", metrics.listen)
+            })?;
+            println!(
+                "diloco-coordinator metrics on http://{}",
+                listener.local_addr()?
+            );
+            let app = NormalizePath::trim_trailing_slash(crate::http::metrics_router(
+                coordinator.clone(),
+            ));
+            let stopping = coordinator.clone();
+            Some(tokio::spawn(crate::listener::serve(
+                listener,
+                app,
+                None,
                 async move {
                     stopping.shutdown_requested().await;
                 },
@@ -165,8 +191,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(reloader) = tls_reloader {
         reloader.abort();
     }
-    if let Some(bulk) = bulk {
-        bulk.abort();
+    for listener in [bulk, metrics].into_iter().flatten() {
+        listener.abort();
     }
     ticker.abort();
     if let Some(reloader) = reloader {

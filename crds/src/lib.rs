@@ -3,11 +3,34 @@
 //! `crdgen` prints the CustomResourceDefinition; the committed copy is
 //! `crds/dilocoserver.yaml`, and a test fails when it is stale.
 
+mod audit;
+mod duration;
+mod network_policy;
+mod planes;
+mod security;
 mod spec;
 mod status;
+mod training;
 
+pub use audit::*;
+pub use duration::*;
+pub use network_policy::*;
+pub use planes::*;
+pub use security::*;
 pub use spec::*;
 pub use status::*;
+pub use training::*;
+
+/// Annotation whose every new value rotates the bearer token once (GitOps nonce).
+pub const ROTATE_TOKEN_ANNOTATION: &str = "diloco.dev/rotate-token";
+/// Annotation whose every new value re-issues the leaf certificates once.
+pub const ROTATE_CERTIFICATES_ANNOTATION: &str = "diloco.dev/rotate-certificates";
+/// Annotation whose every new value replaces the CA once (the old CA stays trusted until the
+/// leaves are re-issued).
+pub const ROTATE_CA_ANNOTATION: &str = "diloco.dev/rotate-ca";
+/// Label on every child object and on the pods of workers allowed through the default
+/// NetworkPolicies: the name of the `DiLoCoServer`.
+pub const SERVER_LABEL: &str = "diloco.dev/server";
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -49,7 +72,8 @@ mod tests {
                 enabled: true,
                 port: 8513,
                 tls: true,
-                auth: true
+                auth: true,
+                service: ServiceSpec::default(),
             }
         );
         assert_eq!(
@@ -63,6 +87,11 @@ mod tests {
         assert_eq!(spec.training.upload_dtype, WireDtype::Bf16);
         assert_eq!(spec.training.download_dtype, WireDtype::Fp32);
         assert_eq!(spec.device, Device::Auto);
+        assert_eq!(spec.auth.mode, AuthMode::Token);
+        assert_eq!(spec.tls.mode, TlsMode::Operator);
+        assert_eq!(spec.tls.certificate_duration, "90d");
+        assert!(spec.network_policy.enabled);
+        assert!(spec.audit.retain_on_delete);
     }
 
     /// The API server enforces these; the generated schema must carry them.

@@ -1,16 +1,19 @@
 //! `spec` of a `DiLoCoServer`: what the user declares. Field docs are what `kubectl explain`
 //! shows, so they are written for users.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditSpec;
+use crate::network_policy::NetworkPolicySpec;
+use crate::planes::{BulkSpec, ControlSpec, MetricsSpec};
+use crate::security::{AuthSpec, TlsSpec};
 use crate::status::DiLoCoServerStatus;
-
-/// The port of the control plane (registration, heartbeats, status, control actions).
-pub const DEFAULT_CONTROL_PORT: i32 = 8512;
-/// The port of the bulk plane (pseudo-gradient uploads and parameter downloads).
-pub const DEFAULT_BULK_PORT: i32 = 8513;
+use crate::training::TrainingSpec;
 
 // Integers are i32/i64 as in Kubernetes' own APIs: the API server knows only those formats.
 
@@ -63,12 +66,59 @@ pub const DEFAULT_BULK_PORT: i32 = 8513;
 )]
 #[x_kube(validation = Rule::new("!self.bulk.enabled || self.bulk.port != self.control.port")
     .message("bulk.port must differ from control.port"))]
+#[x_kube(validation = Rule::new("self.metrics.port != self.control.port && (!self.bulk.enabled || self.metrics.port != self.bulk.port)")
+    .message("metrics.port must differ from control.port and bulk.port"))]
+#[x_kube(validation = Rule::new("self.tls.mode != 'disabled' || !self.bulk.enabled || !self.bulk.tls")
+    .message("bulk.tls needs tls.mode operator or secret; with tls.mode disabled set bulk.tls and bulk.auth to false"))]
 #[serde(rename_all = "camelCase")]
 pub struct DiLoCoServerSpec {
     /// Container image of the coordinator, for example
     /// `ghcr.io/diloco-dev/diloco-coordinator:0.1.0`.
     #[schemars(length(min = 1))]
     pub image: String,
+
+    /// When the kubelet pulls the image: `Always`, `IfNotPresent` or `Never` (Kubernetes'
+    /// default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// CPU, memory and GPU (`nvidia.com/gpu`) for the coordinator container. Plan for about
+    /// 12 bytes per parameter plus the encoded downloads and two uploads in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node labels the coordinator pod must match (a GPU node pool).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the coordinator pod tolerates (GPU nodes are often tainted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node and pod affinity of the coordinator pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// PriorityClass of the coordinator pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// RuntimeClass of the coordinator pod (for example `nvidia`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+
+    /// Extra annotations on the coordinator pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Extra labels on the coordinator pod (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// Run the coordinator under this existing ServiceAccount instead of the one the operator
+    /// creates (`<name>-coordinator`, without API access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 
     /// Where the outer optimizer runs: `auto` (CUDA when the pod has a GPU, else CPU), `cpu`
     /// or `cuda` (start-up fails without a GPU).
@@ -87,6 +137,26 @@ pub struct DiLoCoServerSpec {
     #[serde(default)]
     pub bulk: BulkSpec,
 
+    /// The Prometheus metrics listener.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+
+    /// Bearer-token authentication.
+    #[serde(default)]
+    pub auth: AuthSpec,
+
+    /// TLS and the certificates the operator issues.
+    #[serde(default)]
+    pub tls: TlsSpec,
+
+    /// NetworkPolicies around the coordinator.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
+    /// The volume for the audit log and checkpoints.
+    #[serde(default)]
+    pub audit: AuditSpec,
+
     /// Stop reconciling the server's children (for maintenance). The running coordinator is
     /// left as it is.
     #[serde(default)]
@@ -103,203 +173,25 @@ pub enum Device {
     Cuda,
 }
 
-/// How rounds are formed and how the outer optimizer steps.
-#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("!has(self.expectedWorkers) || self.expectedWorkers >= self.minWorkers")
-    .message("expectedWorkers must be at least minWorkers"))]
-#[serde(rename_all = "camelCase")]
-pub struct TrainingSpec {
-    /// `sync`: a round closes when every live worker has submitted. `async`: every submission
-    /// is applied as it arrives.
-    #[serde(default)]
-    pub mode: TrainingMode,
-
-    /// The outer optimizer: SGD with Nesterov momentum, as in the DiLoCo paper.
-    #[serde(default)]
-    pub outer_optimizer: OuterOptimizer,
-
-    /// A round that times out still closes if at least this many workers submitted.
-    #[serde(default = "default_min_workers")]
-    #[schemars(range(min = 1))]
-    pub min_workers: i32,
-
-    /// How many workers the run is planned for (informational; the barrier follows the
-    /// workers actually registered).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub expected_workers: Option<i32>,
-
-    /// Seconds a round waits for missing submissions before closing with the ones it has.
-    #[serde(default = "default_sync_timeout_seconds")]
-    #[schemars(range(min = 1))]
-    pub sync_timeout_seconds: i32,
-
-    /// Seconds without a heartbeat after which a worker is evicted and the barrier releases.
-    #[serde(default = "default_heartbeat_timeout_seconds")]
-    #[schemars(range(min = 1))]
-    pub heartbeat_timeout_seconds: i32,
-
-    /// Inner steps per round (H), announced to workers.
-    #[serde(default = "default_sync_every")]
-    #[schemars(range(min = 1))]
-    pub sync_every: i32,
-
-    /// Precision of pseudo-gradients on the wire: `bf16` (half the bytes) or `fp32`.
-    #[serde(default = "WireDtype::bf16")]
-    pub upload_dtype: WireDtype,
-
-    /// Precision of parameters sent to workers: `fp32` or `bf16`.
-    #[serde(default = "WireDtype::fp32")]
-    pub download_dtype: WireDtype,
-}
-
-impl Default for TrainingSpec {
-    fn default() -> Self {
-        Self {
-            mode: TrainingMode::default(),
-            outer_optimizer: OuterOptimizer::default(),
-            min_workers: default_min_workers(),
-            expected_workers: None,
-            sync_timeout_seconds: default_sync_timeout_seconds(),
-            heartbeat_timeout_seconds: default_heartbeat_timeout_seconds(),
-            sync_every: default_sync_every(),
-            upload_dtype: WireDtype::Bf16,
-            download_dtype: WireDtype::Fp32,
-        }
-    }
-}
-
-fn default_min_workers() -> i32 {
-    1
-}
-fn default_sync_timeout_seconds() -> i32 {
-    600
-}
-fn default_heartbeat_timeout_seconds() -> i32 {
-    120
-}
-fn default_sync_every() -> i32 {
-    500
-}
-
-/// `sync` or `async` rounds.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TrainingMode {
-    #[default]
-    Sync,
-    Async,
-}
-
-/// Tensor precision on the wire.
+/// When the kubelet pulls the coordinator image.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum WireDtype {
-    Bf16,
-    Fp32,
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
 }
 
-impl WireDtype {
-    fn bf16() -> Self {
-        Self::Bf16
-    }
-    fn fp32() -> Self {
-        Self::Fp32
-    }
-}
-
-/// SGD with (Nesterov) momentum applied to the averaged pseudo-gradient.
-#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct OuterOptimizer {
-    /// Outer learning rate.
-    #[serde(default = "default_outer_lr")]
-    #[schemars(range(min = 0.0))]
-    pub lr: f64,
-    /// Momentum factor.
-    #[serde(default = "default_outer_momentum")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub momentum: f64,
-    /// Use Nesterov momentum.
-    #[serde(default = "default_true")]
-    pub nesterov: bool,
-}
-
-impl Default for OuterOptimizer {
-    fn default() -> Self {
-        Self {
-            lr: default_outer_lr(),
-            momentum: default_outer_momentum(),
-            nesterov: true,
+impl ImagePullPolicy {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
         }
     }
 }
 
-fn default_outer_lr() -> f64 {
-    0.7
-}
-fn default_outer_momentum() -> f64 {
-    0.9
-}
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
-}
-
-/// The control plane listener.
-#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ControlSpec {
-    /// Port of the control plane (container port and Service port).
-    #[serde(default = "default_control_port")]
-    #[schemars(range(min = 1, max = 65535))]
-    pub port: i32,
-}
-
-impl Default for ControlSpec {
-    fn default() -> Self {
-        Self {
-            port: DEFAULT_CONTROL_PORT,
-        }
-    }
-}
-
-fn default_control_port() -> i32 {
-    DEFAULT_CONTROL_PORT
-}
-
-/// The bulk plane listener that carries tensors.
-#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("!self.auth || self.tls")
-    .message("bulk.auth requires bulk.tls: a bearer token sent over cleartext would leak the control-plane credential"))]
-#[serde(rename_all = "camelCase")]
-pub struct BulkSpec {
-    /// Serve tensors on a separate port and Service. When false, everything goes through the
-    /// control plane.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Port of the bulk plane (container port and Service port).
-    #[serde(default = "default_bulk_port")]
-    #[schemars(range(min = 1, max = 65535))]
-    pub port: i32,
-    /// Encrypt the bulk plane with the server certificate.
-    #[serde(default = "default_true")]
-    pub tls: bool,
-    /// Require the bearer token (or a client certificate) on the bulk plane. Needs `tls`.
-    #[serde(default = "default_true")]
-    pub auth: bool,
-}
-
-impl Default for BulkSpec {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            port: DEFAULT_BULK_PORT,
-            tls: true,
-            auth: true,
-        }
-    }
-}
-
-fn default_bulk_port() -> i32 {
-    DEFAULT_BULK_PORT
 }

@@ -1,9 +1,19 @@
 //! `diloco-operator`: the controller binary.
 //!
-//! `diloco-operator crd` prints the `DiLoCoServer` CustomResourceDefinition (pipe it to
-//! `kubectl apply -f -`).
+//! `diloco-operator run` reconciles `DiLoCoServer`s with the ambient kubeconfig (`KUBECONFIG`
+//! or the in-cluster service account); `diloco-operator crd` prints the
+//! CustomResourceDefinition (pipe it to `kubectl apply -f -`).
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use diloco_operator::context::Context;
+use diloco_operator::leader_election::LeaderElection;
+use diloco_operator::metrics::{self, Metrics};
+use diloco_operator::settings::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -19,11 +29,101 @@ struct Cli {
 enum Command {
     /// Print the DiLoCoServer CustomResourceDefinition as YAML.
     Crd,
+    /// Run the controller.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Reconcile only the DiLoCoServers of this namespace (default: all namespaces).
+    #[arg(long, env = "DILOCO_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Namespace the operator runs in: its pods may reach the control port, and the leader
+    /// election Lease lives there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "diloco-system")]
+    operator_namespace: String,
+    /// This replica's name in the Lease and in events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// The cluster's DNS domain (certificate names).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = "diloco-operator-leader")]
+    lease_name: String,
+    /// Run without leader election (only ever one replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Log filter (tracing's `EnvFilter` syntax).
+    #[arg(long, env = "DILOCO_LOG", default_value = "info")]
+    log: String,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => print!("{}", diloco_crds::crd_yaml()),
+        Command::Crd => {
+            print!("{}", diloco_crds::crd_yaml());
+            Ok(())
+        }
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?
+            .block_on(run(args)),
     }
-    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let metrics = Metrics::default();
+    let server = tokio::spawn(metrics::serve(args.metrics_listen, metrics.clone()));
+    let settings = Settings {
+        operator_namespace: args.operator_namespace.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics,
+        Some(identity.clone()),
+    ));
+
+    let controller = diloco_operator::controller::run(ctx, args.watch_namespace.clone());
+    if args.no_leader_election {
+        return controller.await;
+    }
+    let election = LeaderElection::new(
+        client,
+        &args.operator_namespace,
+        &args.lease_name,
+        &identity,
+    );
+    tokio::select! {
+        () = election.acquire() => {}
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        result = server => return result.context("metrics server stopped")?,
+    }
+    let result = tokio::select! {
+        result = controller => result,
+        () = election.hold() => Err(anyhow::anyhow!("lost leadership; exiting so a new leader takes over")),
+    };
+    // The controller returns on SIGTERM/SIGINT once in-flight reconciles finish.
+    election.release().await;
+    result
 }

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,8 +38,7 @@ const MB: f64 = 1e6;
 fn main() {
     let ingest_params = params_from_env("DILOCO_BENCH_INGEST_PARAMS", 1 << 27);
     let memory_params = params_from_env("DILOCO_BENCH_MEMORY_PARAMS", 1 << 26);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&root).expect("target/bench can be created");
+    let root = diloco_tests::bench_dir();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,8 +4,11 @@
 
 pub mod binaries;
 pub mod frames;
+pub mod kube_helpers;
 pub mod local_cluster;
+pub mod operator_process;
 pub mod pki;
+pub mod pod_runner;
 pub mod processes;
 
 pub use binaries::workspace_binary;
@@ -49,4 +52,20 @@ pub async fn metrics(
         .filter_map(|l| l.split_once(' '))
         .filter_map(|(name, value)| Some((name.to_string(), value.parse().ok()?)))
         .collect()
+}
+
+/// A token nobody could guess and that cannot appear anywhere by accident.
+pub fn fresh_token(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{label}-{nanos:x}-{:x}", std::process::id())
+}
+
+/// `target/bench`, where benchmarks write their JSON summaries (created if missing).
+pub fn bench_dir() -> std::path::PathBuf {
+    let root = local_cluster::repo_root().join("target/bench");
+    std::fs::create_dir_all(&root).expect("target/bench can be created");
+    root
 }

@@ -9,17 +9,9 @@ use std::time::{Duration, Instant};
 use diloco_client::wire::dtype::WireDtype;
 use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
+use diloco_tests::fresh_token;
 use diloco_tests::processes::{CoordinatorProcess, WorkerProcess, events};
 use serde_json::Value;
-
-/// A token nobody could guess and that cannot appear anywhere by accident.
-fn fresh_token(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{nanos:x}-{:x}", std::process::id())
-}
 
 /// Replaces a file the way a Secret update does: the new content appears at once.
 fn replace(path: &Path, text: &str) {

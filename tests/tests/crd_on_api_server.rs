@@ -94,8 +94,13 @@ async fn minimal_resource_round_trips_with_server_side_defaults() {
     );
     assert_eq!(
         spec["bulk"],
-        json!({"enabled": true, "port": 8513, "tls": true, "auth": true})
+        json!({"enabled": true, "port": 8513, "tls": true, "auth": true,
+               "service": {"type": "ClusterIP"}})
     );
+    assert_eq!(spec["auth"]["rotationGracePeriod"], "15m", "{spec}");
+    assert_eq!(spec["tls"]["certificateDuration"], "90d", "{spec}");
+    assert_eq!(spec["networkPolicy"]["enabled"], true, "{spec}");
+    assert_eq!(spec["audit"]["retainOnDelete"], true, "{spec}");
     assert_eq!(
         spec["training"]["outerOptimizer"],
         json!({"lr": 0.7, "momentum": 0.9, "nesterov": true})
@@ -172,4 +177,104 @@ async fn cel_rules_are_enforced_by_the_api_server() {
         .create(&PostParams::default(), &object)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn cross_field_rules_name_the_fields_to_fix() {
+    let client = client_with_crd_installed().await;
+    let namespace = LocalCluster::shared()
+        .namespace(&client, "crd-cross")
+        .await
+        .unwrap();
+    let cases = [
+        (
+            json!({"image": "x", "metrics": {"port": 8513}}),
+            "metrics.port must differ from control.port and bulk.port",
+        ),
+        (
+            json!({"image": "x", "tls": {"mode": "disabled"}}),
+            "bulk.tls needs tls.mode operator or secret",
+        ),
+        (
+            json!({"image": "x", "tls": {"mode": "secret"}}),
+            "tls.secretName is required when tls.mode is secret",
+        ),
+        (
+            json!({"image": "x", "auth": {"mode": "none", "tokenSecretRef": {"name": "t"}}}),
+            "auth.tokenSecretRef needs auth.mode token",
+        ),
+        (
+            json!({"image": "x", "training": {"minWorkers": 4, "expectedWorkers": 2}}),
+            "expectedWorkers must be at least minWorkers",
+        ),
+        (
+            json!({"image": "x", "auth": {"rotationGracePeriod": "15 minutes"}}),
+            "spec.auth.rotationGracePeriod",
+        ),
+        (
+            json!({"image": "x", "audit": {"existingClaim": "a", "storage": {"size": "1Gi"}}}),
+            "audit.storage and audit.existingClaim are mutually exclusive",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let message = rejection_message(&client, &namespace, spec.clone()).await;
+        assert!(message.contains(expected), "{spec}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn fields_a_running_training_depends_on_are_immutable() {
+    let client = client_with_crd_installed().await;
+    let namespace = LocalCluster::shared()
+        .namespace(&client, "crd-immutable")
+        .await
+        .unwrap();
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "diloco.dev/v1alpha1", "kind": "DiLoCoServer",
+        "metadata": {"name": "llm"},
+        "spec": {"image": "x", "audit": {"storage": {"size": "1Gi"}}},
+    }))
+    .unwrap();
+    let api = raw_api(&client, &namespace);
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let cases = [
+        (
+            json!({"training": {"mode": "async"}}),
+            "training.mode is immutable",
+        ),
+        (
+            json!({"training": {"numFragments": 2}}),
+            "spec.training.numFragments",
+        ),
+        (
+            json!({"audit": {"storage": {"size": "2Gi"}}}),
+            "audit.storage is immutable",
+        ),
+    ];
+    for (change, expected) in cases {
+        let patch = json!({"spec": change});
+        match api
+            .patch("llm", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => panic!("the API server accepted {change}"),
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(
+                    status.message.contains(expected),
+                    "{change}: {}",
+                    status.message
+                );
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    // Mutable fields still change.
+    api.patch(
+        "llm",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"training": {"syncEvery": 50}}})),
+    )
+    .await
+    .unwrap();
 }

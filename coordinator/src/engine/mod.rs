@@ -213,7 +213,7 @@ impl Coordinator {
 
     /// Where the bulk plane listens, if there is one.
     pub fn bulk_advert(&self) -> Option<crate::http::BulkAdvert> {
-        self.bulk.get().copied()
+        self.bulk.get().cloned()
     }
 
     /// Queues an audit record (written by the audit log's own thread).

@@ -35,18 +35,24 @@ pub const BULK_PATHS: [&str; 3] = [
 pub const BULK_URL_HEADER: &str = "x-forgather-bulk-url";
 
 /// Where workers find the bulk plane.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BulkAdvert {
     /// The bulk listener's bound address.
     pub addr: SocketAddr,
     /// Whether it speaks TLS.
     pub tls: bool,
+    /// A fixed URL to advertise instead (`bulk.advertise_url`, e.g. the bulk Service's DNS
+    /// name when a Service sits in front of the pod).
+    pub fixed_url: Option<String>,
 }
 
 impl BulkAdvert {
     /// The URL a worker should use: the bound host, or for a wildcard bind the host the
     /// worker itself used to reach the control plane (its `Host` header).
     pub fn url(&self, headers: &HeaderMap) -> String {
+        if let Some(url) = &self.fixed_url {
+            return url.clone();
+        }
         let scheme = if self.tls { "https" } else { "http" };
         let port = self.addr.port();
         let ip = self.addr.ip();
@@ -89,7 +95,9 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
     match app.bulk_advert() {
         None => uploads = uploads.merge(bulk_routes()),
         Some(advert) => {
+            let advert = Arc::new(advert);
             for path in BULK_PATHS {
+                let advert = advert.clone();
                 uploads = uploads.route(
                     path,
                     any(move |headers: HeaderMap| async move { bulk_elsewhere(&advert, &headers) }),
@@ -157,12 +165,7 @@ pub fn bulk_router(app: App, tokens: Option<Arc<TokenStore>>, tls: bool) -> Rout
             "/health",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
-        .fallback(|uri: axum::http::Uri| async move {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Endpoint {} is not served on the bulk plane", uri.path()),
-            )
-        });
+        .fallback(|uri: axum::http::Uri| async move { not_served_on("the bulk plane", &uri) });
     let router = if tokens.is_none() && !tls {
         router.layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -172,6 +175,27 @@ pub fn bulk_router(app: App, tokens: Option<Arc<TokenStore>>, tls: bool) -> Rout
         router
     };
     with_auth(router, &app, tokens).with_state(app)
+}
+
+/// 404 for a path another listener serves.
+fn not_served_on(listener: &str, uri: &axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Endpoint {} is not served on {listener}", uri.path()),
+    )
+}
+
+/// The metrics listener's routes: `/metrics` and `/health`, cleartext and open, for
+/// Prometheus and probes. Nothing else, so no credential or tensor ever crosses it.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .fallback(|uri: axum::http::Uri| async move { not_served_on("the metrics listener", &uri) })
+        .with_state(app)
 }
 
 async fn flag_cleartext_bearer(

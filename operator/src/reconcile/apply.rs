@@ -1,0 +1,128 @@
+//! Apply: server-side apply of every desired child with one field manager (`force`, so the
+//! operator's fields win over hand edits), then deletion of labelled children that are no
+//! longer desired (a plane switched off, a client removed). Claims are never deleted: they
+//! hold the audit log.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::reconcile::build::DesiredObjects;
+use crate::settings::FIELD_MANAGER;
+
+/// What apply left behind, for the status step.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub deployment: Option<Deployment>,
+    pub services: Vec<Service>,
+    /// `Kind/name` of every child deleted because it is no longer desired.
+    pub deleted: Vec<String>,
+}
+
+/// Applies `desired` in `namespace` and, with `prune`, deletes what the selector finds
+/// beyond it.
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    desired: &DesiredObjects,
+    prune_leftovers: bool,
+) -> Result<Applied> {
+    // Order matters only for a first start: what the pod mounts exists before the pod.
+    apply_all(client, namespace, &desired.secrets).await?;
+    apply_all(client, namespace, &desired.config_maps).await?;
+    apply_all(client, namespace, &desired.service_accounts).await?;
+    apply_all(client, namespace, &desired.claims).await?;
+    let services = apply_all(client, namespace, &desired.services).await?;
+    apply_all(client, namespace, &desired.network_policies).await?;
+    let deployment = apply_all(client, namespace, &desired.deployments)
+        .await?
+        .into_iter()
+        .next();
+
+    let mut deleted = Vec::new();
+    if !prune_leftovers {
+        return Ok(Applied {
+            deployment,
+            services,
+            deleted,
+        });
+    }
+    deleted.extend(prune(client, namespace, selector, &desired.network_policies).await?);
+    deleted.extend(prune(client, namespace, selector, &desired.services).await?);
+    deleted.extend(prune(client, namespace, selector, &desired.deployments).await?);
+    deleted.extend(prune(client, namespace, selector, &desired.service_accounts).await?);
+    deleted.extend(prune(client, namespace, selector, &desired.config_maps).await?);
+    deleted.extend(prune(client, namespace, selector, &desired.secrets).await?);
+    Ok(Applied {
+        deployment,
+        services,
+        deleted,
+    })
+}
+
+async fn apply_all<K>(client: &Client, namespace: &str, objects: &[K]) -> Result<Vec<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut applied = Vec::with_capacity(objects.len());
+    for object in objects {
+        let name = object.name_any();
+        let result = api
+            .patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))?;
+        applied.push(result);
+    }
+    Ok(applied)
+}
+
+async fn prune<K>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    desired: &[K],
+) -> Result<Vec<String>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let keep: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let kind = K::kind(&());
+    // From the API server's watch cache: a slightly stale list can only miss an object that
+    // was just created (pruned on the next pass) or list one already gone (404, ignored).
+    let existing = api
+        .list_metadata(&ListParams::default().labels(selector).match_any())
+        .await
+        .map_err(Error::kube(format!("list {kind}s to prune")))?;
+    let mut deleted = Vec::new();
+    for object in existing.items {
+        let name = object.name_any();
+        if keep.contains(&name) || object.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => deleted.push(format!("{kind}/{name}")),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(Error::kube(format!("delete {kind} {name}"))(e)),
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,160 @@
+//! Build: the desired child objects of a `DiLoCoServer`, from its spec and the credentials
+//! decided before. Pure — no client, no clock, no randomness — so every object is tested
+//! whole against YAML fixtures.
+
+mod config;
+mod deployment;
+mod network_policies;
+mod secrets;
+pub mod services;
+
+#[cfg(test)]
+mod tests;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use diloco_crds::{DiLoCoServer, TlsMode};
+
+use crate::error::{Error, Result};
+use crate::names::{ChildNames, Component};
+use crate::reconcile::certificates::PkiPlan;
+use crate::reconcile::token::TokenPlan;
+use crate::settings::Settings;
+
+pub use config::coordinator_config;
+pub use deployment::{build_deployment, build_service_account, build_state_claim};
+pub use network_policies::build_network_policies;
+pub use secrets::build_secrets;
+pub use services::{build_bulk_service, build_control_service, endpoints};
+
+/// Where the bearer token comes from.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    /// `auth.mode: none`.
+    Disabled,
+    /// Minted and rotated by the operator.
+    Owned(TokenPlan),
+    /// The user's Secret (`auth.tokenSecretRef`): mounted as is, copied into worker bundles.
+    Referenced { secret: String, token: String },
+}
+
+/// Where the server certificate comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// `tls.mode: disabled`.
+    Disabled,
+    /// The operator's CA and leaves.
+    Owned(PkiPlan),
+    /// The user's `kubernetes.io/tls` Secret (`tls.secretName`) and its `ca.crt`, if any.
+    Referenced {
+        secret: String,
+        ca_bundle: Option<String>,
+    },
+}
+
+impl TlsSource {
+    /// The PEM bundle workers trust, if any.
+    pub fn trust_bundle(&self) -> Option<&str> {
+        match self {
+            Self::Disabled => None,
+            Self::Owned(pki) => Some(&pki.ca.trust_bundle),
+            Self::Referenced { ca_bundle, .. } => ca_bundle.as_deref(),
+        }
+    }
+
+    /// Whether the coordinator serves TLS.
+    pub fn enabled(&self) -> bool {
+        !matches!(self, Self::Disabled)
+    }
+}
+
+/// The credentials a reconcile settled on.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub token: TokenSource,
+    pub tls: TlsSource,
+}
+
+/// Everything one server should have.
+#[derive(Clone, Debug, Default)]
+pub struct DesiredObjects {
+    pub secrets: Vec<Secret>,
+    pub config_maps: Vec<ConfigMap>,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub claims: Vec<PersistentVolumeClaim>,
+    pub services: Vec<Service>,
+    pub network_policies: Vec<NetworkPolicy>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// The server and what the build needs to know about it.
+pub struct BuildContext<'a> {
+    pub server: &'a DiLoCoServer,
+    pub names: ChildNames,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    pub settings: &'a Settings,
+}
+
+impl<'a> BuildContext<'a> {
+    /// Context for `server` (which must have been read from the API: it needs a uid).
+    pub fn new(server: &'a DiLoCoServer, settings: &'a Settings) -> Result<Self> {
+        let owner = server
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::InvalidSpec("the DiLoCoServer has no uid yet".into()))?;
+        Ok(Self {
+            names: ChildNames::new(&server.name_any()),
+            namespace: server.namespace().unwrap_or_default(),
+            owner,
+            server,
+            settings,
+        })
+    }
+
+    /// Metadata of a child: name, namespace, labels and the owner reference.
+    pub fn metadata(&self, name: String, component: Component) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.names.labels(component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// Every desired child of the server.
+pub fn build(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<DesiredObjects> {
+    let spec = &ctx.server.spec;
+    let config = coordinator_config(ctx, credentials)?;
+    let mut services = vec![build_control_service(ctx)];
+    if spec.bulk.enabled {
+        services.push(build_bulk_service(ctx));
+    }
+    let network_policies = if spec.network_policy.enabled {
+        build_network_policies(ctx)
+    } else {
+        Vec::new()
+    };
+    debug_assert!(spec.tls.mode != TlsMode::Disabled || !credentials.tls.enabled());
+    Ok(DesiredObjects {
+        secrets: build_secrets(ctx, credentials)?,
+        deployments: vec![build_deployment(ctx, credentials, &config)],
+        config_maps: vec![config],
+        service_accounts: spec
+            .service_account_name
+            .is_none()
+            .then(|| build_service_account(ctx))
+            .into_iter()
+            .collect(),
+        claims: build_state_claim(ctx).into_iter().collect(),
+        services,
+        network_policies,
+    })
+}

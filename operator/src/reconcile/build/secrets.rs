@@ -1,0 +1,181 @@
+//! The credential Secrets: bearer token, CA, server and client certificates, and the worker
+//! bundles (`token`, `ca.crt`, `endpoints.json`) workers mount.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::error::{Error, Result};
+use crate::names::{Component, HANDLED_NONCE_ANNOTATION, ISSUER_ANNOTATION, SUBJECT_ANNOTATION};
+use crate::reconcile::build::services::endpoints;
+use crate::reconcile::build::{BuildContext, Credentials, TlsSource, TokenSource};
+use crate::reconcile::certificates::{
+    CA_CERT_KEY, LeafRole, PREVIOUS_CA_VALID_UNTIL_ANNOTATION, StoredLeaf, TLS_CERT_KEY,
+    TLS_KEY_KEY,
+};
+use crate::reconcile::token::{ROTATED_AT_ANNOTATION, TOKEN_KEY};
+
+/// Type of the certificate Secrets.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// Key of the endpoints file in worker bundles.
+pub const ENDPOINTS_KEY: &str = "endpoints.json";
+
+/// Every credential Secret the operator owns for the server.
+pub fn build_secrets(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Vec<Secret>> {
+    let names = &ctx.names;
+    let mut secrets = Vec::new();
+    if let TokenSource::Owned(plan) = &credentials.token {
+        let mut annotations = BTreeMap::new();
+        if let Some(nonce) = &plan.handled_nonce {
+            annotations.insert(HANDLED_NONCE_ANNOTATION.to_string(), nonce.clone());
+        }
+        if let Some(at) = plan.rotated_at {
+            annotations.insert(ROTATED_AT_ANNOTATION.to_string(), at.to_string());
+        }
+        secrets.push(secret(
+            ctx,
+            names.token_secret(),
+            Component::Token,
+            "Opaque",
+            annotations,
+            plan.data.clone(),
+        ));
+    }
+    if let TlsSource::Owned(pki) = &credentials.tls {
+        let mut annotations = BTreeMap::new();
+        if let Some(nonce) = &pki.ca.handled_nonce {
+            annotations.insert(HANDLED_NONCE_ANNOTATION.to_string(), nonce.clone());
+        }
+        if let Some(until) = pki.ca.previous_valid_until {
+            annotations.insert(
+                PREVIOUS_CA_VALID_UNTIL_ANNOTATION.to_string(),
+                until.to_string(),
+            );
+        }
+        secrets.push(secret(
+            ctx,
+            names.ca_secret(),
+            Component::CertificateAuthority,
+            TLS_SECRET_TYPE,
+            annotations,
+            BTreeMap::from([
+                (TLS_CERT_KEY.into(), pki.ca.keyed.cert_pem.clone()),
+                (TLS_KEY_KEY.into(), pki.ca.keyed.key_pem.clone()),
+                (CA_CERT_KEY.into(), pki.ca.trust_bundle.clone()),
+            ]),
+        ));
+        for (role, leaf) in &pki.leaves {
+            let (name, component, extra) = match role {
+                LeafRole::Server => (
+                    names.server_tls_secret(),
+                    Component::ServerCertificate,
+                    BTreeMap::new(),
+                ),
+                LeafRole::Operator => (
+                    names.operator_tls_secret(),
+                    Component::OperatorCertificate,
+                    BTreeMap::new(),
+                ),
+                LeafRole::Client(client) => (
+                    names.client_secret(client),
+                    Component::ClientCredentials,
+                    worker_bundle(ctx, credentials)?,
+                ),
+            };
+            let mut data = extra;
+            data.insert(TLS_CERT_KEY.into(), leaf.keyed.cert_pem.clone());
+            data.insert(TLS_KEY_KEY.into(), leaf.keyed.key_pem.clone());
+            data.insert(CA_CERT_KEY.into(), pki.ca.trust_bundle.clone());
+            secrets.push(secret(
+                ctx,
+                name,
+                component,
+                TLS_SECRET_TYPE,
+                leaf_annotations(leaf),
+                data,
+            ));
+        }
+    }
+    secrets.push(secret(
+        ctx,
+        names.worker_credentials_secret(),
+        Component::WorkerCredentials,
+        "Opaque",
+        BTreeMap::new(),
+        worker_bundle(ctx, credentials)?,
+    ));
+    Ok(secrets)
+}
+
+/// What every worker needs: the token, the CA bundle and where to connect.
+fn worker_bundle(
+    ctx: &BuildContext<'_>,
+    credentials: &Credentials,
+) -> Result<BTreeMap<String, String>> {
+    let mut data = BTreeMap::new();
+    match &credentials.token {
+        TokenSource::Disabled => {}
+        TokenSource::Owned(plan) => {
+            data.insert(TOKEN_KEY.to_string(), plan.token().to_string());
+        }
+        TokenSource::Referenced { token, .. } => {
+            data.insert(TOKEN_KEY.to_string(), token.clone());
+        }
+    }
+    if let Some(bundle) = credentials.tls.trust_bundle() {
+        data.insert(CA_CERT_KEY.to_string(), bundle.to_string());
+    }
+    let endpoints = endpoints(ctx, credentials.tls.enabled());
+    let json = serde_json::to_string_pretty(&serde_json::json!({
+        "control": endpoints.control,
+        "bulk": endpoints.bulk,
+    }))
+    .map_err(|e| Error::Serialize {
+        what: ENDPOINTS_KEY.into(),
+        message: e.to_string(),
+    })?;
+    data.insert(ENDPOINTS_KEY.to_string(), json + "\n");
+    Ok(data)
+}
+
+fn leaf_annotations(leaf: &StoredLeaf) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([
+        (
+            ISSUER_ANNOTATION.to_string(),
+            leaf.issuer_fingerprint.clone(),
+        ),
+        (
+            SUBJECT_ANNOTATION.to_string(),
+            leaf.subject_fingerprint.clone(),
+        ),
+    ]);
+    if let Some(nonce) = &leaf.handled_nonce {
+        annotations.insert(HANDLED_NONCE_ANNOTATION.to_string(), nonce.clone());
+    }
+    annotations
+}
+
+fn secret(
+    ctx: &BuildContext<'_>,
+    name: String,
+    component: Component,
+    type_: &str,
+    annotations: BTreeMap<String, String>,
+    data: BTreeMap<String, String>,
+) -> Secret {
+    let mut metadata = ctx.metadata(name, component);
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations);
+    }
+    Secret {
+        metadata,
+        type_: Some(type_.to_string()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}

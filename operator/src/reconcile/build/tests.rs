@@ -1,0 +1,310 @@
+//! The build step on whole objects: a YAML `DiLoCoServer` in, every child out, compared with
+//! golden YAML files in `fixtures/` (regenerate with `UPDATE_FIXTURES=1 cargo test -p
+//! diloco-operator`, then review the diff: the fixtures are the contract).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use diloco_crds::DiLoCoServer;
+
+use super::*;
+use crate::pki::KeyedCertificate;
+use crate::reconcile::certificates::{LeafRole, PkiPlan, StoredCa, StoredLeaf};
+use crate::reconcile::token::TokenPlan;
+
+const TOKEN: &str = "fixture-token-0123456789abcdef";
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/reconcile/build/fixtures")
+        .join(name)
+}
+
+fn server(name: &str) -> DiLoCoServer {
+    let text = std::fs::read_to_string(fixture_path(name)).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+fn keyed(what: &str) -> KeyedCertificate {
+    KeyedCertificate {
+        cert_pem: format!("-----BEGIN CERTIFICATE-----\n{what}\n-----END CERTIFICATE-----\n"),
+        key_pem: format!("-----BEGIN PRIVATE KEY-----\n{what}\n-----END PRIVATE KEY-----\n"),
+    }
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn leaf(what: &str) -> StoredLeaf {
+    StoredLeaf {
+        keyed: keyed(what),
+        issuer_fingerprint: "ca-fingerprint".into(),
+        subject_fingerprint: format!("{what}-subject"),
+        handled_nonce: None,
+        not_after: at("2027-03-01T00:00:00Z"),
+    }
+}
+
+fn owned_pki(clients: &[&str]) -> PkiPlan {
+    let mut leaves = BTreeMap::from([
+        (LeafRole::Server, leaf("server")),
+        (LeafRole::Operator, leaf("operator")),
+    ]);
+    for client in clients {
+        leaves.insert(LeafRole::Client(client.to_string()), leaf(client));
+    }
+    PkiPlan {
+        ca: StoredCa {
+            trust_bundle: keyed("ca").cert_pem,
+            keyed: keyed("ca"),
+            handled_nonce: Some("ca-nonce-1".into()),
+            previous_valid_until: None,
+            not_after: at("2031-12-01T00:00:00Z"),
+        },
+        leaves,
+        actions: Vec::new(),
+        next_change: at("2027-02-14T00:00:00Z"),
+    }
+}
+
+fn owned_credentials() -> Credentials {
+    Credentials {
+        token: TokenSource::Owned(TokenPlan {
+            data: BTreeMap::from([("token".to_string(), TOKEN.to_string())]),
+            handled_nonce: Some("nonce-1".into()),
+            rotated_at: None,
+            previous_valid_until: None,
+            action: None,
+        }),
+        tls: TlsSource::Owned(owned_pki(&[])),
+    }
+}
+
+fn built(server: &DiLoCoServer, credentials: &Credentials) -> DesiredObjects {
+    let settings = crate::settings::Settings::default();
+    let ctx = BuildContext::new(server, &settings).unwrap();
+    build(&ctx, credentials).unwrap()
+}
+
+/// Compares `actual` with the golden file `name` (or rewrites it with UPDATE_FIXTURES=1).
+fn assert_golden(name: &str, actual: &impl Serialize) {
+    let actual = serde_json::to_value(actual).unwrap();
+    let path = fixture_path(name);
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        let header = "# Golden output of the build step (see reconcile/build/tests.rs).\n";
+        std::fs::write(
+            &path,
+            format!("{header}{}", serde_norway::to_string(&actual).unwrap()),
+        )
+        .unwrap();
+    }
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}: run with UPDATE_FIXTURES=1", path.display()));
+    let expected: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    assert!(
+        expected == actual,
+        "{name} differs from the build output:\n{}",
+        serde_norway::to_string(&actual).unwrap()
+    );
+}
+
+fn names<K: kube::ResourceExt>(objects: &[K]) -> Vec<String> {
+    objects.iter().map(|o| o.name_any()).collect()
+}
+
+/// Every child of the minimal server, by kind and name, each owned by the server and carrying
+/// the five standard labels.
+#[test]
+fn a_minimal_server_gets_every_child_labelled_and_owned() {
+    let desired = built(&server("minimal.yaml"), &owned_credentials());
+    assert_eq!(
+        names(&desired.secrets),
+        [
+            "llm-token",
+            "llm-ca",
+            "llm-server-tls",
+            "llm-operator-client-tls",
+            "llm-worker-credentials"
+        ]
+    );
+    assert_eq!(names(&desired.config_maps), ["llm-coordinator-config"]);
+    assert_eq!(names(&desired.services), ["llm-control", "llm-bulk"]);
+    assert_eq!(
+        names(&desired.network_policies),
+        ["llm-control", "llm-bulk", "llm-metrics", "llm-egress"]
+    );
+    assert_eq!(names(&desired.service_accounts), ["llm-coordinator"]);
+    assert_eq!(names(&desired.deployments), ["llm-coordinator"]);
+    assert_eq!(names(&desired.claims), ["llm-state"]);
+
+    let mut metas: Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> = Vec::new();
+    metas.extend(desired.secrets.iter().map(|o| &o.metadata));
+    metas.extend(desired.config_maps.iter().map(|o| &o.metadata));
+    metas.extend(desired.services.iter().map(|o| &o.metadata));
+    metas.extend(desired.network_policies.iter().map(|o| &o.metadata));
+    metas.extend(desired.service_accounts.iter().map(|o| &o.metadata));
+    metas.extend(desired.deployments.iter().map(|o| &o.metadata));
+    for meta in metas {
+        let labels = meta.labels.as_ref().unwrap();
+        for key in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/managed-by",
+            "diloco.dev/server",
+        ] {
+            assert!(labels.contains_key(key), "{:?} lacks {key}", meta.name);
+        }
+        let owners = meta.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].uid, "6f1c1a6e-0000-4000-8000-000000000001");
+        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(meta.namespace.as_deref(), Some("ml"));
+    }
+    // The audit volume outlives the server by default: no owner reference.
+    assert_eq!(desired.claims[0].metadata.owner_references, None);
+}
+
+/// The coordinator Deployment of the minimal server, whole.
+#[test]
+fn minimal_deployment_matches_its_fixture() {
+    let desired = built(&server("minimal.yaml"), &owned_credentials());
+    assert_golden("minimal-deployment.yaml", &desired.deployments[0]);
+}
+
+/// The coordinator configuration of the minimal server, whole.
+#[test]
+fn minimal_coordinator_config_matches_its_fixture() {
+    let desired = built(&server("minimal.yaml"), &owned_credentials());
+    assert_golden("minimal-config.yaml", &desired.config_maps[0]);
+}
+
+/// Services and NetworkPolicies of the minimal server, whole.
+#[test]
+fn minimal_network_objects_match_their_fixture() {
+    let desired = built(&server("minimal.yaml"), &owned_credentials());
+    assert_golden(
+        "minimal-network.yaml",
+        &(&desired.services, &desired.network_policies),
+    );
+}
+
+/// Credential Secrets of the minimal server, whole (with placeholder PEM).
+#[test]
+fn minimal_secrets_match_their_fixture() {
+    let desired = built(&server("minimal.yaml"), &owned_credentials());
+    assert_golden("minimal-secrets.yaml", &desired.secrets);
+}
+
+/// Every scheduling knob reaches the pod; the user's token Secret is mounted, not copied
+/// into a Secret of ours; named clients get a bundle with their certificate.
+#[test]
+fn everything_server_matches_its_fixture() {
+    let server = server("everything.yaml");
+    let credentials = Credentials {
+        token: TokenSource::Referenced {
+            secret: "my-token".into(),
+            token: TOKEN.into(),
+        },
+        tls: TlsSource::Owned(owned_pki(&["site-a"])),
+    };
+    let desired = built(&server, &credentials);
+    assert_golden("everything-children.yaml", &desired_json(&desired));
+}
+
+fn desired_json(desired: &DesiredObjects) -> serde_json::Value {
+    serde_json::json!({
+        "secrets": desired.secrets,
+        "configMaps": desired.config_maps,
+        "serviceAccounts": desired.service_accounts,
+        "claims": desired.claims,
+        "services": desired.services,
+        "networkPolicies": desired.network_policies,
+        "deployments": desired.deployments,
+    })
+}
+
+#[test]
+fn switching_the_bulk_plane_off_drops_its_service_policy_port_and_config() {
+    let mut server = server("minimal.yaml");
+    server.spec.bulk.enabled = false;
+    let desired = built(&server, &owned_credentials());
+    assert_eq!(names(&desired.services), ["llm-control"]);
+    assert_eq!(
+        names(&desired.network_policies),
+        ["llm-control", "llm-metrics", "llm-egress"]
+    );
+    let json = serde_json::to_string(&desired.deployments).unwrap();
+    assert!(!json.contains("\"bulk\""), "{json}");
+    let config = &desired.config_maps[0].data.as_ref().unwrap()["coordinator.yaml"];
+    assert!(!config.contains("bulk"), "{config}");
+}
+
+#[test]
+fn disabled_network_policies_build_none() {
+    let mut server = server("minimal.yaml");
+    server.spec.network_policy.enabled = false;
+    assert!(
+        built(&server, &owned_credentials())
+            .network_policies
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_existing_claim_is_mounted_and_none_is_created() {
+    let mut server = server("minimal.yaml");
+    server.spec.audit.existing_claim = Some("audit-archive".into());
+    let desired = built(&server, &owned_credentials());
+    assert!(desired.claims.is_empty());
+    let pod = desired.deployments[0].spec.template.spec.as_ref().unwrap();
+    let state = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "state")
+        .unwrap();
+    assert_eq!(
+        state.persistent_volume_claim.as_ref().unwrap().claim_name,
+        "audit-archive"
+    );
+}
+
+#[test]
+fn tls_disabled_and_auth_none_give_a_plain_coordinator() {
+    let mut server = server("minimal.yaml");
+    server.spec.tls.mode = diloco_crds::TlsMode::Disabled;
+    server.spec.auth.mode = diloco_crds::AuthMode::None;
+    server.spec.bulk.tls = false;
+    server.spec.bulk.auth = false;
+    let credentials = Credentials {
+        token: TokenSource::Disabled,
+        tls: TlsSource::Disabled,
+    };
+    let desired = built(&server, &credentials);
+    assert_eq!(names(&desired.secrets), ["llm-worker-credentials"]);
+    let config = &desired.config_maps[0].data.as_ref().unwrap()["coordinator.yaml"];
+    assert!(config.contains("insecure: true"), "{config}");
+    assert!(config.contains("disabled: true"), "{config}");
+    assert!(!config.contains("tls:\n"), "{config}");
+    let bundle = &desired.secrets[0].data.as_ref().unwrap();
+    assert_eq!(bundle.keys().collect::<Vec<_>>(), ["endpoints.json"]);
+    let endpoints = String::from_utf8(bundle["endpoints.json"].0.clone()).unwrap();
+    assert!(
+        endpoints.contains("http://llm-control.ml.svc:8512"),
+        "{endpoints}"
+    );
+}
+
+/// Tokens and keys live only in Secrets: never in the Deployment or the ConfigMap.
+#[test]
+fn no_credential_leaks_into_the_deployment_or_config() {
+    let desired = built(&server("minimal.yaml"), &owned_credentials());
+    let visible = serde_json::to_string(&(&desired.deployments, &desired.config_maps)).unwrap();
+    assert!(!visible.contains(TOKEN));
+    assert!(!visible.contains("PRIVATE KEY"));
+}
