@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -105,9 +106,27 @@ async fn reconcile_and_reset(
     server: Arc<DiLoCoServer>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let action = crate::reconcile::reconcile(server.clone(), ctx.clone()).await?;
-    ctx.reset_backoff(&server);
-    Ok(action)
+    match crate::reconcile::reconcile(server.clone(), ctx.clone()).await {
+        Ok(action) => {
+            ctx.reset_backoff(&server);
+            Ok(action)
+        }
+        Err(error) => {
+            // Spec and reference problems already got their own Warning with a reason.
+            if !matches!(error, Error::InvalidSpec(_) | Error::MissingSecret(_)) {
+                ctx.events
+                    .publish(
+                        &server,
+                        EventType::Warning,
+                        "ReconcileFailed",
+                        "Reconcile",
+                        &error.to_string(),
+                    )
+                    .await;
+            }
+            Err(error)
+        }
+    }
 }
 
 fn error_policy(server: Arc<DiLoCoServer>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -1,7 +1,8 @@
 //! The operator against a real kube-apiserver and kube-controller-manager: children appear
 //! with the expected content, credentials survive restarts and rotate once per nonce,
-//! certificates renew, planes switched off lose their children, bad references are reported
-//! in conditions, and deletion garbage-collects everything but the audit claim.
+//! certificates renew (and follow a load balancer's address), planes switched off lose their
+//! children, bad references are reported in conditions, two replicas elect one leader, and
+//! deletion garbage-collects everything but the audit claim.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -644,4 +645,141 @@ async fn an_invalid_spec_is_a_condition_with_backoff_not_a_hot_loop() {
                 && e.reason.as_deref() == Some("InvalidSpec")),
         "a Warning event explains it"
     );
+}
+
+#[tokio::test]
+async fn a_load_balancer_address_joins_the_certificate_once_assigned() {
+    let world = World::new("op-lb").await;
+    let mut spec = example_spec();
+    spec["control"] = json!({"service": {"type": "LoadBalancer"}});
+    world.apply("llm", json!({}), spec).await;
+    let server = world
+        .wait_server("NetworkReady=False", 10, |server| {
+            condition(server, "NetworkReady").is_some_and(|c| c.status == "False")
+        })
+        .await;
+    assert_eq!(
+        condition(&server, "NetworkReady").unwrap().reason,
+        "LoadBalancerPending"
+    );
+    let before = world
+        .wait_secret("llm-server-tls", "the server certificate", 10, |_| true)
+        .await;
+    assert!(!certificate_text(&before["tls.crt"]).contains("203.0.113.10"));
+
+    // Play the cloud's load-balancer controller.
+    world
+        .api::<Service>()
+        .patch_status(
+            "llm-control",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({
+                "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+            })),
+        )
+        .await
+        .unwrap();
+    let after = world
+        .wait_secret(
+            "llm-server-tls",
+            "a certificate for the address",
+            10,
+            |data| data["tls.crt"] != before["tls.crt"],
+        )
+        .await;
+    let text = certificate_text(&after["tls.crt"]);
+    assert!(text.contains("IP Address:203.0.113.10"), "{text}");
+    assert!(
+        text.contains("DNS:llm-control.") && text.contains("DNS:llm-bulk."),
+        "{text}"
+    );
+    world
+        .wait_server("NetworkReady=True", 10, |server| {
+            condition(server, "NetworkReady").is_some_and(|c| c.status == "True")
+        })
+        .await;
+}
+
+/// `openssl x509 -text` of a PEM certificate.
+fn certificate_text(pem: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_hand_over_on_shutdown() {
+    let mut world = World::new("op-leader").await;
+    let second = OperatorProcess::start(
+        LocalCluster::shared().kubeconfig(),
+        &world.namespace,
+        world.logs.path(),
+        &[],
+    );
+    world.apply("llm", json!({}), example_spec()).await;
+    world
+        .wait_secret("llm-token", "the token", 10, |_| true)
+        .await;
+    let first_leads = world.operator_log().contains("became the leader");
+    let second_leads = second.log_text().contains("became the leader");
+    assert!(
+        first_leads != second_leads,
+        "exactly one leader: first {first_leads}, second {second_leads}"
+    );
+    let (leader, follower) = if first_leads {
+        (world.operator.take().unwrap(), second)
+    } else {
+        (second, world.operator.take().unwrap())
+    };
+    assert!(follower.log_text().contains("another replica leads"));
+    assert!(
+        !follower.log_text().contains("TokenCreated") && !follower.log_text().contains("minted"),
+        "the follower did not reconcile"
+    );
+    leader.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "the follower to take over",
+        || async {
+            follower
+                .log_text()
+                .contains("became the leader")
+                .then_some(())
+        },
+    )
+    .await;
+    let mut spec = example_spec();
+    spec["training"] = json!({"syncEvery": 7});
+    world.apply("llm", json!({}), spec).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the new leader reconciling",
+        || async {
+            let config = world
+                .api::<ConfigMap>()
+                .get("llm-coordinator-config")
+                .await
+                .ok()?;
+            config
+                .data?
+                .get("coordinator.yaml")?
+                .contains("sync_every: 7")
+                .then_some(())
+        },
+    )
+    .await;
+    world.operator = Some(follower);
 }
