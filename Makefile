@@ -6,7 +6,7 @@ SHELL := bash
 
 CARGO ?= cargo
 
-.PHONY: help bootstrap build test test-rust lint fmt crds demo bench bench-operator fuzz cluster-up cluster-down
+.PHONY: help bootstrap build test test-rust lint fmt crds demo bundle bench bench-operator fuzz cluster-up cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,8 +39,12 @@ lint: ## rustfmt and clippy, warnings are errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-crds: ## regenerate crds/dilocoserver.yaml from the Rust types
+crds: ## regenerate crds/dilocoserver.yaml (and the chart's copy) from the Rust types
 	$(CARGO) run -q -p diloco-crds --bin crdgen > crds/dilocoserver.yaml
+	cp crds/dilocoserver.yaml charts/diloco-operator/files/dilocoserver.yaml
+
+bundle: ## regenerate deploy/install.yaml (the chart rendered for kubectl apply)
+	scripts/bundle
 
 demo: bootstrap ## the main job on the local control plane
 	scripts/demo

@@ -62,6 +62,15 @@ mod tests {
     }
 
     #[test]
+    fn the_charts_crd_copy_matches_the_types() {
+        let chart_copy = include_str!("../../charts/diloco-operator/files/dilocoserver.yaml");
+        assert!(
+            chart_copy == crd_yaml(),
+            "charts/diloco-operator/files/dilocoserver.yaml is stale: run `make crds`"
+        );
+    }
+
+    #[test]
     fn minimal_spec_gets_the_documented_defaults() {
         let spec: DiLoCoServerSpec =
             serde_json::from_value(serde_json::json!({"image": "coordinator:1"})).unwrap();

@@ -1,11 +1,12 @@
-//! The operator under the RBAC rules the Helm chart ships, not as cluster-admin: the chart's
-//! Role (namespace-scoped install) is rendered with `helm template`, applied, bound to the
-//! chart's ServiceAccount, and the operator runs with a token of that ServiceAccount. It must
-//! reconcile a server completely (children, status, events, rotation, pruning, leader
-//! election) without one forbidden request.
+//! The chart installed with `helm install` onto the local control plane (namespace-scoped
+//! mode, in a namespace that enforces PodSecurity `restricted`), and the operator running under
+//! exactly the RBAC rules it ships, not as cluster-admin: with a token of the chart's
+//! ServiceAccount it must reconcile a server completely (children, status, events, rotation,
+//! pruning, leader election) without one forbidden request. The chart's own operator pods are
+//! admitted by PodSecurity (there is no kubelet to run the operator image, so the operator
+//! binary runs beside the cluster with that ServiceAccount's credentials).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use diloco_tests::LocalCluster;
@@ -29,43 +30,33 @@ fn kube_tools() -> std::path::PathBuf {
     String::from_utf8(output.stdout).unwrap().trim().into()
 }
 
-/// `helm template` of the chart for a namespace-scoped install in `namespace`.
-fn render_chart(namespace: &str) -> String {
+/// `helm install` of the chart for a namespace-scoped install in `namespace` (the CRD is
+/// installed by the tests already).
+fn helm_install(kubeconfig: &std::path::Path, namespace: &str) {
     let output = Command::new(kube_tools().join("helm"))
         .args([
-            "template",
+            "install",
             "diloco",
             "charts/diloco-operator",
             "--namespace",
             namespace,
         ])
         .args(["--set", &format!("watchNamespace={namespace}")])
+        .args(["--set", "crds.install=false"])
+        .env("KUBECONFIG", kubeconfig)
         .current_dir(repo_root())
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "{}",
+        "helm install failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn kubectl_apply(kubeconfig: &std::path::Path, manifests: &str) {
-    let mut child = Command::new(kube_tools().join("kubectl"))
-        .args(["apply", "-f", "-"])
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifests.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "kubectl apply failed");
+    let notes = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        notes.contains("kubectl apply"),
+        "NOTES.txt tells what to apply next: {notes}"
+    );
 }
 
 /// A kubeconfig that authenticates as `namespace/service_account` with a fresh token.
@@ -112,7 +103,34 @@ async fn the_operator_needs_no_more_than_the_charts_rbac_rules() {
     let client = cluster.client().await.unwrap();
     install_crd(&client).await;
     let namespace = cluster.namespace(&client, "op-rbac").await.unwrap();
-    kubectl_apply(cluster.kubeconfig(), &render_chart(&namespace));
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            &namespace,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted"
+            }}})),
+        )
+        .await
+        .unwrap();
+    helm_install(cluster.kubeconfig(), &namespace);
+    // The controller-manager creates the chart's two operator pods: PodSecurity admits them.
+    wait_until(
+        Duration::from_secs(30),
+        "the chart's operator pods",
+        || async {
+            let pods =
+                Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &namespace)
+                    .list(
+                        &kube::api::ListParams::default()
+                            .labels("app.kubernetes.io/name=diloco-operator"),
+                    )
+                    .await
+                    .ok()?;
+            (pods.items.len() == 2).then_some(())
+        },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig =
         service_account_kubeconfig(&client, &namespace, "diloco-diloco-operator", dir.path()).await;

@@ -10,9 +10,14 @@
 {{- default (include "diloco-operator.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
-{{- define "diloco-operator.labels" -}}
+{{- define "diloco-operator.selectorLabels" -}}
 app.kubernetes.io/name: diloco-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "diloco-operator.labels" -}}
+{{ include "diloco-operator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
