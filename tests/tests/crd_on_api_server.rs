@@ -278,3 +278,52 @@ async fn fields_a_running_training_depends_on_are_immutable() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn every_example_is_accepted_by_the_api_server() {
+    let client = client_with_crd_installed().await;
+    let namespace = LocalCluster::shared()
+        .namespace(&client, "crd-examples")
+        .await
+        .unwrap();
+    let examples = diloco_tests::local_cluster::repo_root().join("examples");
+    let mut manifests = Vec::new();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            manifests.push((
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    // The GitOps example, as kustomize renders it.
+    let rendered = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("source scripts/common.sh && \"$KUBE_TOOLS_DIR/bin/kubectl\" kustomize examples/gitops-rotation")
+        .current_dir(diloco_tests::local_cluster::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    manifests.push((
+        "gitops-rotation".into(),
+        String::from_utf8(rendered.stdout).unwrap(),
+    ));
+    assert!(manifests.len() >= 3, "{manifests:?}");
+    for (name, text) in manifests {
+        let object: DynamicObject = serde_norway::from_str(&text).unwrap();
+        // Server-side dry run: full validation (schema, CEL), nothing stored.
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        raw_api(&client, &namespace)
+            .create(&dry_run, &object)
+            .await
+            .unwrap_or_else(|e| panic!("{name} was refused: {e}"));
+    }
+}
