@@ -34,7 +34,7 @@ pub use secrets::build_secrets;
 pub use services::{build_bulk_service, build_control_service, endpoints};
 
 /// Where the bearer token comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum TokenSource {
     /// `auth.mode: none`.
     Disabled,
@@ -42,6 +42,21 @@ pub enum TokenSource {
     Owned(TokenPlan),
     /// The user's Secret (`auth.tokenSecretRef`): mounted as is, copied into worker bundles.
     Referenced { secret: String, token: String },
+}
+
+impl std::fmt::Debug for TokenSource {
+    /// Never shows a token: only where it comes from.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Disabled => f.write_str("Disabled"),
+            Self::Owned(plan) => f.debug_tuple("Owned").field(plan).finish(),
+            Self::Referenced { secret, .. } => f
+                .debug_struct("Referenced")
+                .field("secret", secret)
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
 }
 
 /// Where the server certificate comes from.

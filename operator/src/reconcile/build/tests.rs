@@ -308,3 +308,22 @@ fn no_credential_leaks_into_the_deployment_or_config() {
     assert!(!visible.contains(TOKEN));
     assert!(!visible.contains("PRIVATE KEY"));
 }
+
+#[test]
+fn debug_output_of_credentials_never_shows_a_token_or_key() {
+    let mut credentials = owned_credentials();
+    let shown = format!("{credentials:?}");
+    assert!(
+        !shown.contains(TOKEN) && !shown.contains("PRIVATE KEY"),
+        "{shown}"
+    );
+    credentials.token = TokenSource::Referenced {
+        secret: "team-token".into(),
+        token: TOKEN.into(),
+    };
+    let shown = format!("{credentials:?}");
+    assert!(
+        !shown.contains(TOKEN) && shown.contains("team-token"),
+        "{shown}"
+    );
+}
