@@ -1,12 +1,11 @@
 //! The `diloco-operator` binary as a real process against the local control plane, scoped
 //! to one test namespace. Killed on drop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::processes::announced_line;
 use crate::workspace_binary;
 
 /// A running operator.
@@ -44,15 +43,7 @@ impl OperatorProcess {
             .stderr(log_file)
             .spawn()
             .expect("start diloco-operator");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("diloco-operator metrics on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
+        let receiver = announced_line(&mut child, "diloco-operator metrics on ");
         let metrics_url = match receiver.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => url,
             Err(_) => {

@@ -43,15 +43,7 @@ impl CoordinatorProcess {
             .stderr(log)
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("diloco-coordinator listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
+        let receiver = announced_line(&mut child, "diloco-coordinator listening on ");
         let url = match receiver.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => url,
             Err(_) => {
@@ -228,4 +220,19 @@ impl Drop for WorkerProcess {
 /// The JSON lines of `event` kind.
 pub fn events<'a>(lines: &'a [serde_json::Value], event: &str) -> Vec<&'a serde_json::Value> {
     lines.iter().filter(|l| l["event"] == event).collect()
+}
+
+/// Reads `child`'s stdout on a thread of its own and sends the rest of the first line that
+/// starts with `prefix` (the address a server prints once it listens).
+pub fn announced_line(child: &mut Child, prefix: &'static str) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = sender.send(rest.to_string());
+            }
+        }
+    });
+    receiver
 }

@@ -97,6 +97,23 @@ impl World {
         apply_server(&self.client, &self.namespace, name, annotations, spec).await;
     }
 
+    /// Polls until server `llm`'s coordinator config contains `text`.
+    async fn wait_config_contains(&self, text: &str, what: &str) {
+        wait_until(Duration::from_secs(10), what, || async {
+            let config = self
+                .api::<ConfigMap>()
+                .get("llm-coordinator-config")
+                .await
+                .ok()?;
+            config
+                .data?
+                .get("coordinator.yaml")?
+                .contains(text)
+                .then_some(())
+        })
+        .await
+    }
+
     /// Polls server `llm` until `accept` holds for it, and returns it.
     async fn wait_server(
         &self,
@@ -398,23 +415,9 @@ async fn a_new_rotate_token_value_rotates_once_with_a_grace_period() {
     let mut spec = example_spec();
     spec["training"] = json!({"syncEvery": 42});
     world.apply("llm", rotate, spec).await;
-    wait_until(
-        Duration::from_secs(10),
-        "the spec change reconciled",
-        || async {
-            let config = world
-                .api::<ConfigMap>()
-                .get("llm-coordinator-config")
-                .await
-                .ok()?;
-            config
-                .data?
-                .get("coordinator.yaml")?
-                .contains("sync_every: 42")
-                .then_some(())
-        },
-    )
-    .await;
+    world
+        .wait_config_contains("sync_every: 42", "the spec change reconciled")
+        .await;
     assert_eq!(world.secret_data("llm-token").await.unwrap(), rotated);
 }
 
@@ -764,22 +767,8 @@ async fn two_replicas_elect_one_leader_and_hand_over_on_shutdown() {
     let mut spec = example_spec();
     spec["training"] = json!({"syncEvery": 7});
     world.apply("llm", json!({}), spec).await;
-    wait_until(
-        Duration::from_secs(10),
-        "the new leader reconciling",
-        || async {
-            let config = world
-                .api::<ConfigMap>()
-                .get("llm-coordinator-config")
-                .await
-                .ok()?;
-            config
-                .data?
-                .get("coordinator.yaml")?
-                .contains("sync_every: 7")
-                .then_some(())
-        },
-    )
-    .await;
+    world
+        .wait_config_contains("sync_every: 7", "the new leader reconciling")
+        .await;
     world.operator = Some(follower);
 }

@@ -49,19 +49,14 @@ pub async fn apply(
         .next();
 
     let mut deleted = Vec::new();
-    if !prune_leftovers {
-        return Ok(Applied {
-            deployment,
-            services,
-            deleted,
-        });
+    if prune_leftovers {
+        deleted.extend(prune(client, namespace, selector, &desired.network_policies).await?);
+        deleted.extend(prune(client, namespace, selector, &desired.services).await?);
+        deleted.extend(prune(client, namespace, selector, &desired.deployments).await?);
+        deleted.extend(prune(client, namespace, selector, &desired.service_accounts).await?);
+        deleted.extend(prune(client, namespace, selector, &desired.config_maps).await?);
+        deleted.extend(prune(client, namespace, selector, &desired.secrets).await?);
     }
-    deleted.extend(prune(client, namespace, selector, &desired.network_policies).await?);
-    deleted.extend(prune(client, namespace, selector, &desired.services).await?);
-    deleted.extend(prune(client, namespace, selector, &desired.deployments).await?);
-    deleted.extend(prune(client, namespace, selector, &desired.service_accounts).await?);
-    deleted.extend(prune(client, namespace, selector, &desired.config_maps).await?);
-    deleted.extend(prune(client, namespace, selector, &desired.secrets).await?);
     Ok(Applied {
         deployment,
         services,

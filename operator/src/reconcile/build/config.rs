@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use diloco_crds::{AuthMode, ClientAuth, Device, TrainingMode, WireDtype};
 
@@ -77,7 +77,7 @@ pub fn coordinator_config(ctx: &BuildContext<'_>, credentials: &Credentials) -> 
             "advertise_url": endpoints(ctx, tls).bulk,
         });
     }
-    let yaml = serde_norway::to_string(&sorted(config)).map_err(|e| Error::Serialize {
+    let yaml = serde_norway::to_string(&config).map_err(|e| Error::Serialize {
         what: "the coordinator configuration".into(),
         message: e.to_string(),
     })?;
@@ -92,17 +92,5 @@ fn dtype(dtype: WireDtype) -> &'static str {
     match dtype {
         WireDtype::Bf16 => "bf16",
         WireDtype::Fp32 => "fp32",
-    }
-}
-
-/// The same value with object keys sorted, so the file is byte-stable.
-fn sorted(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let sorted: BTreeMap<String, Value> =
-                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-            Value::Object(sorted.into_iter().collect())
-        }
-        other => other,
     }
 }

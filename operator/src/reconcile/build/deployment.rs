@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use diloco_crds::{AuthMode, DEFAULT_AUDIT_STORAGE_SIZE};
+use diloco_crds::DEFAULT_AUDIT_STORAGE_SIZE;
 
 use crate::names::{
     BULK_PORT_NAME, CONFIG_HASH_ANNOTATION, CONTAINER_NAME, CONTROL_PORT_NAME, Component,
@@ -194,7 +194,7 @@ fn volumes(ctx: &BuildContext<'_>, credentials: &Credentials) -> (Vec<Volume>, V
         TokenSource::Referenced { secret, .. } => Some(secret.clone()),
         TokenSource::Disabled => None,
     };
-    if let Some(secret) = token_secret.filter(|_| spec.auth.mode == AuthMode::Token) {
+    if let Some(secret) = token_secret {
         volumes.push(secret_volume("token", secret));
         mounts.push(mount("token", paths::TOKEN_DIR, true));
     }

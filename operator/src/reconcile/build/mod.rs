@@ -19,7 +19,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use diloco_crds::{DiLoCoServer, TlsMode};
+use diloco_crds::DiLoCoServer;
 
 use crate::error::{Error, Result};
 use crate::names::{ChildNames, Component};
@@ -157,7 +157,6 @@ pub fn build(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Desire
     } else {
         Vec::new()
     };
-    debug_assert!(spec.tls.mode != TlsMode::Disabled || !credentials.tls.enabled());
     Ok(DesiredObjects {
         secrets: build_secrets(ctx, credentials)?,
         deployments: vec![build_deployment(ctx, credentials, &config)],
