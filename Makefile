@@ -5,8 +5,11 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
+# The project venv (torch, safetensors, httpx, pytest), where scripts/common.sh puts it.
+VENV_DIR := $(shell bash -c 'source scripts/common.sh && printf %s "$$VENV_DIR"')
+PYTHON := $(VENV_DIR)/bin/python
 
-.PHONY: help bootstrap build test test-rust lint fmt crds demo bundle bench bench-operator fuzz cluster-up cluster-down
+.PHONY: help bootstrap build test test-rust test-python test-demo lint fmt crds demo bundle bench bench-operator fuzz cluster-up cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -17,11 +20,24 @@ bootstrap: ## install the venv (torch), kubectl/helm and the control-plane binar
 build: bootstrap ## build every crate
 	$(CARGO) build --workspace --all-targets
 
-test: bootstrap lint test-rust ## every test: lint, unit, integration, end-to-end
+test: bootstrap lint test-rust test-python test-demo ## every test: lint, unit, integration, end-to-end, the demo
 
 test-rust:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+# The Python SDK: installed into the venv from ./python (setuptools from the venv when it has
+# it, else from PyPI), then its tests run against the coordinator and example worker binaries.
+test-python: ## the Python worker SDK's tests, against the real coordinator
+	scripts/bootstrap python
+	$(CARGO) build --workspace --bins
+	if "$(PYTHON)" -c 'import setuptools' 2>/dev/null; then isolation=--no-build-isolation; else isolation=; fi; \
+	"$(PYTHON)" -m pip install --quiet --disable-pip-version-check $$isolation ./python
+	"$(PYTHON)" -m pytest python/tests -q
+
+# The README's first command must keep working: the demo runs as part of every test run.
+test-demo:
+	scripts/demo
 
 bench: bootstrap ## coordinator ingest, memory and outer-step benchmark (target/bench/summary.json)
 	$(CARGO) bench -p diloco-tests --bench coordinator
@@ -39,9 +55,10 @@ lint: ## rustfmt and clippy, warnings are errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-crds: ## regenerate crds/dilocoserver.yaml (and the chart's copy) from the Rust types
+crds: ## regenerate crds/dilocoserver.yaml, the chart's copy and docs/api-reference.md from the Rust types
 	$(CARGO) run -q -p diloco-crds --bin crdgen > crds/dilocoserver.yaml
 	cp crds/dilocoserver.yaml charts/diloco-operator/files/dilocoserver.yaml
+	$(CARGO) run -q -p diloco-crds --bin crdgen api-reference > docs/api-reference.md
 
 bundle: ## regenerate deploy/install.yaml (the chart rendered for kubectl apply)
 	scripts/bundle

@@ -110,6 +110,10 @@ pub struct ClientConfig {
     /// Client certificate and key (PEM) to present; one the coordinator's CA signed
     /// authenticates without a token.
     pub client_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Host names resolved to fixed addresses instead of DNS, like curl's `--resolve`: for
+    /// reaching a coordinator by the name its certificate carries (a Service's DNS name)
+    /// through another address. The port always comes from the URL.
+    pub resolve: Vec<(String, std::net::IpAddr)>,
 }
 
 /// Where the bearer token comes from. Tokens never go on a command line: a file (re-read
@@ -176,6 +180,7 @@ impl ClientConfig {
             client_identity: std::env::var_os("DILOCO_CLIENT_CERT")
                 .zip(std::env::var_os("DILOCO_CLIENT_KEY"))
                 .map(|(cert, key)| (cert.into(), key.into())),
+            resolve: Vec::new(),
         }
     }
 }
@@ -295,6 +300,9 @@ impl CoordinatorClient {
                 ))
             })?;
             builder = builder.identity(identity);
+        }
+        for (host, ip) in &config.resolve {
+            builder = builder.resolve(host, std::net::SocketAddr::new(*ip, 0));
         }
         let http = builder
             .build()

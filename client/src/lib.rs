@@ -18,6 +18,8 @@ pub mod wire;
 #[cfg(feature = "worker")]
 pub mod coordinator_client;
 #[cfg(feature = "worker")]
+pub mod credentials;
+#[cfg(feature = "worker")]
 pub mod tensors;
 #[cfg(feature = "worker")]
 pub mod worker;

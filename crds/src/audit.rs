@@ -13,7 +13,7 @@ use crate::spec::default_true;
     .message("audit.storage and audit.existingClaim are mutually exclusive"))]
 #[serde(rename_all = "camelCase")]
 pub struct AuditSpec {
-    /// A PersistentVolumeClaim `<name>-audit` the operator creates. Used when neither this nor
+    /// A PersistentVolumeClaim `<name>-state` the operator creates. Used when neither this nor
     /// `existingClaim` is set, with 10Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("audit.storage is immutable: a claim cannot move to another size or class"))]

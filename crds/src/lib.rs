@@ -3,6 +3,7 @@
 //! `crdgen` prints the CustomResourceDefinition; the committed copy is
 //! `crds/dilocoserver.yaml`, and a test fails when it is stale.
 
+mod api_reference;
 mod audit;
 mod duration;
 mod network_policy;
@@ -12,6 +13,7 @@ mod spec;
 mod status;
 mod training;
 
+pub use api_reference::api_reference_markdown;
 pub use audit::*;
 pub use duration::*;
 pub use network_policy::*;

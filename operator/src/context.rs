@@ -12,6 +12,7 @@ use diloco_crds::DiLoCoServer;
 
 use crate::metrics::Metrics;
 use crate::settings::{FIELD_MANAGER, Settings};
+use crate::status_refresh::StatusRefresher;
 
 /// Shared state of the controller.
 pub struct Context {
@@ -19,6 +20,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Metrics,
     pub events: Events,
+    /// Keeps the coordinator's round in status current between reconciles.
+    pub status_refresh: StatusRefresher,
     backoff: Mutex<HashMap<(String, String), u32>>,
     /// Generation of each server (by uid) whose leftovers were last pruned by this process.
     pruned: Mutex<HashMap<String, i64>>,
@@ -45,6 +48,7 @@ impl Context {
             metrics,
             backoff: Mutex::new(HashMap::new()),
             pruned: Mutex::new(HashMap::new()),
+            status_refresh: StatusRefresher::default(),
         }
     }
 

@@ -51,7 +51,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) -> anyhow::Result
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controller started"
     );
-    Controller::new(servers, watcher::Config::default().any_semantic())
+    let refresher = ctx.clone();
+    let refresh_status =
+        async move { refresher.status_refresh.run(refresher.client.clone()).await };
+    let controller = Controller::new(servers, watcher::Config::default().any_semantic())
         .with_config(controller::Config::default().debounce(DEBOUNCE))
         .owns(
             scoped::<Secret>(&client, namespace.as_deref()),
@@ -83,8 +86,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) -> anyhow::Result
                 }
                 Err(error) => tracing::warn!(%error, "controller error"),
             }
-        })
-        .await;
+        });
+    // The refresher polls forever; it stops with the controller (shutdown or lost lease).
+    tokio::select! {
+        () = controller => {}
+        () = refresh_status => {}
+    }
     tracing::info!("controller stopped");
     Ok(())
 }

@@ -14,5 +14,6 @@ pub mod names;
 pub mod pki;
 pub mod reconcile;
 pub mod settings;
+pub mod status_refresh;
 
 pub use error::{Error, Result};

@@ -90,6 +90,17 @@ impl PodRunner {
             tokio::task::spawn_blocking(|| crate::workspace_binary(container::COORDINATOR_COMMAND))
                 .await
                 .context("failed to build the workspace binaries")?;
+        Self::start_with(client, namespace, work_dir, coordinator_binary).await
+    }
+
+    /// Like [`PodRunner::start`], running `coordinator_binary` for the image command
+    /// `diloco-coordinator` (for callers outside `cargo test`, such as `diloco-pod-runner`).
+    pub async fn start_with(
+        client: Client,
+        namespace: &str,
+        work_dir: &Path,
+        coordinator_binary: PathBuf,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(work_dir)
             .with_context(|| format!("failed to create {}", work_dir.display()))?;
         let node = RunnerNode::register(client.clone(), &format!("pod-runner-{namespace}")).await?;

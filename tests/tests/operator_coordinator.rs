@@ -8,7 +8,10 @@
 //! - a worker using only the published worker bundle (`token`, `ca.crt`, `endpoints.json`)
 //!   reaches the coordinator over verified TLS;
 //! - a token rotation reaches the running coordinator: the new token works within seconds,
-//!   the old one keeps working for the grace period, and the coordinator is not restarted.
+//!   the old one keeps working for the grace period, and the coordinator is not restarted;
+//! - the example worker trains from the bundle alone (`--credentials-dir`, the Service names
+//!   resolved to the pod with `--resolve`), on both planes, and the operator's status follows
+//!   the rounds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -120,7 +123,7 @@ async fn the_example_runs_ready_and_follows_a_token_rotation_without_a_restart()
     assert!(
         available
             .message
-            .contains("coordinator running: round 0, 0 workers"),
+            .contains("coordinator running and answering /status"),
         "the operator read /status over mTLS: {available:?}"
     );
     assert_eq!(
@@ -196,4 +199,55 @@ async fn the_example_runs_ready_and_follows_a_token_rotation_without_a_restart()
     );
     let operator_log = operator.log_text();
     assert!(!operator_log.contains(&old) && !operator_log.contains(&rotated["token"]));
+
+    let rounds = train_from_bundle(&rotated, &namespace, &pod, dir.path());
+    assert_eq!(rounds, 2, "the example worker trained two rounds");
+    wait_until(
+        Duration::from_secs(20),
+        "status showing the rounds",
+        || async {
+            let server = servers.get("llm").await.ok()?;
+            (server.status?.coordinator?.round >= 2).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Runs `diloco-example-worker` for two rounds with the bundle written to a directory (as a
+/// kubelet mounts a Secret) and returns the rounds it reported.
+fn train_from_bundle(
+    bundle: &BTreeMap<String, String>,
+    namespace: &str,
+    pod: &RunningPod,
+    dir: &std::path::Path,
+) -> usize {
+    let mounted = dir.join("worker-credentials");
+    std::fs::create_dir_all(&mounted).unwrap();
+    for (key, value) in bundle {
+        std::fs::write(mounted.join(key), value).unwrap();
+    }
+    let output =
+        std::process::Command::new(diloco_tests::workspace_binary("diloco-example-worker"))
+            .arg("--credentials-dir")
+            .arg(&mounted)
+            .args([
+                "--resolve",
+                &format!("llm-control.{namespace}.svc={}", pod.ip),
+            ])
+            .args(["--resolve", &format!("llm-bulk.{namespace}.svc={}", pod.ip)])
+            .args(["--worker-id", "bundle-worker", "--rounds", "2"])
+            .env_remove("DILOCO_TOKEN")
+            .env_remove("DILOCO_TOKEN_FILE")
+            .output()
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the example worker failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .filter(|line| line.contains("\"event\":\"round\""))
+        .count()
 }

@@ -29,29 +29,42 @@ struct StatusReply {
     last_outer_step_seconds: Option<f64>,
 }
 
-/// Polls the coordinator of `server`.
+/// Polls the coordinator of `server` at the IP of a ready coordinator pod.
 pub async fn probe(
     client: &Client,
     server: &DiLoCoServer,
     credentials: &Credentials,
     namespace: &str,
 ) -> CoordinatorProbe {
-    match try_probe(client, server, credentials, namespace).await {
+    let names = ChildNames::new(server.metadata.name.as_deref().unwrap_or_default());
+    match ready_address(client, namespace, &names).await {
+        Ok(address) => probe_at(server, credentials, namespace, address).await,
+        Err(why) => CoordinatorProbe::Unreachable(why),
+    }
+}
+
+/// Polls the coordinator of `server` at a known pod IP (no request to the API server).
+pub async fn probe_at(
+    server: &DiLoCoServer,
+    credentials: &Credentials,
+    namespace: &str,
+    address: IpAddr,
+) -> CoordinatorProbe {
+    match try_probe(server, credentials, namespace, address).await {
         Ok(status) => CoordinatorProbe::Reported(status),
         Err(why) => CoordinatorProbe::Unreachable(why),
     }
 }
 
 async fn try_probe(
-    client: &Client,
     server: &DiLoCoServer,
     credentials: &Credentials,
     namespace: &str,
+    address: IpAddr,
 ) -> Result<CoordinatorStatus, String> {
     let names = ChildNames::new(server.metadata.name.as_deref().unwrap_or_default());
     let service = names.control_service();
     let port = u16::try_from(server.spec.control.port).map_err(|e| e.to_string())?;
-    let address = ready_address(client, namespace, &names).await?;
     let host = format!("{service}.{namespace}.svc");
     let mut builder = reqwest::Client::builder()
         .no_proxy()
@@ -106,7 +119,7 @@ async fn try_probe(
 }
 
 /// The IP of a ready coordinator pod of the server.
-async fn ready_address(
+pub async fn ready_address(
     client: &Client,
     namespace: &str,
     names: &ChildNames,

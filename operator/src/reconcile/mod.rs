@@ -37,7 +37,8 @@ use crate::reconcile::token::{TOKEN_KEY, TokenAction, random_token, secret_strin
 use crate::settings::Settings;
 
 /// A healthy server is looked at again this often even if nothing changes (drift, a
-/// referenced Secret edited, the coordinator's round in status).
+/// referenced Secret edited); its round in status is kept current by
+/// [`crate::status_refresh`] in between.
 const RESYNC: Duration = Duration::from_secs(300);
 /// While the coordinator is not available yet, status is refreshed this often.
 const NOT_READY_RESYNC: Duration = Duration::from_secs(15);
@@ -58,9 +59,11 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
     if server.metadata.deletion_timestamp.is_some() {
         // Children go with the garbage collector (owner references); nothing to do.
+        ctx.status_refresh.forget(server);
         return Ok(Action::await_change());
     }
     if server.spec.paused {
+        ctx.status_refresh.forget(server);
         status::write_status(&ctx.client, server, status::paused_status(server, now)).await?;
         return Ok(Action::await_change());
     }
@@ -124,6 +127,10 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
     } else {
         CoordinatorProbe::NotAsked
     };
+    let reported = match &coordinator {
+        CoordinatorProbe::Reported(status) => Some(status.clone()),
+        _ => None,
+    };
     let outcome = Outcome {
         credentials: &credentials,
         applied: &applied,
@@ -134,6 +141,10 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
     let new_status = status::reconciled_status(server, &outcome, now);
     let ready = new_status.phase.as_deref() == Some("Ready");
     status::write_status(&ctx.client, server, new_status).await?;
+    match reported {
+        Some(reported) if ready => ctx.status_refresh.track(server, &credentials, reported),
+        _ => ctx.status_refresh.forget(server),
+    }
 
     let mut next = if ready { RESYNC } else { NOT_READY_RESYNC };
     for change in next_credential_change(&credentials) {

@@ -210,11 +210,10 @@ pub fn reconciled_status(
     if available {
         let message = match &outcome.coordinator {
             CoordinatorProbe::Reported(status) => {
+                // The round and workers live in status.coordinator, which is refreshed
+                // between reconciles; a copy in this message would go stale.
                 coordinator = Some(status.clone());
-                format!(
-                    "coordinator running: round {}, {} workers",
-                    status.round, status.workers
-                )
+                "coordinator running and answering /status".to_string()
             }
             CoordinatorProbe::Unreachable(why) => {
                 format!("coordinator pod ready; its /status could not be read: {why}")

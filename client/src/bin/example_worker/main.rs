@@ -26,6 +26,14 @@ struct Cli {
     /// Coordinator control-plane URL.
     #[arg(long, env = "DILOCO_URL", default_value = "http://127.0.0.1:8512")]
     url: String,
+    /// A mounted worker bundle from the operator (`token`, `ca.crt`, `endpoints.json`, and
+    /// `tls.crt`/`tls.key` for named clients); replaces --url, --token-file and --ca-file.
+    #[arg(long, env = "DILOCO_CREDENTIALS_DIR", conflicts_with_all = ["token_file", "ca_file"])]
+    credentials_dir: Option<PathBuf>,
+    /// Resolve HOST to IP instead of asking DNS (repeatable), like curl's --resolve: reach a
+    /// coordinator by the Service name its certificate carries from outside the cluster.
+    #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
+    resolve: Vec<(String, std::net::IpAddr)>,
     /// Unique worker id.
     #[arg(long, env = "DILOCO_WORKER_ID", default_value = "example-worker")]
     worker_id: String,
@@ -124,12 +132,26 @@ impl Trainer {
     }
 }
 
+fn parse_resolve(value: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (host, ip) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected HOST=IP, got {value:?}"))?;
+    let ip = ip
+        .parse()
+        .map_err(|e| format!("{ip:?} is not an IP address: {e}"))?;
+    Ok((host.to_string(), ip))
+}
+
 fn emit(value: serde_json::Value) {
     println!("{value}");
 }
 
 async fn run_with_coordinator(cli: &Cli, mut trainer: Trainer) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new(&cli.url);
+    let mut config = match &cli.credentials_dir {
+        Some(dir) => ClientConfig::from_credentials_dir(dir)?,
+        None => ClientConfig::new(&cli.url),
+    };
+    config.resolve = cli.resolve.clone();
     if let Some(path) = &cli.token_file {
         config.token = TokenSource::File(path.clone());
     }
