@@ -57,6 +57,13 @@ def fresh_token(label: str) -> str:
     return f"{label}-{time.time_ns():x}-{os.getpid():x}"
 
 
+def token_dir(path: Path, token: str) -> Path:
+    """A coordinator ``token_dir`` holding ``token``, as the mounted token Secret would."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "token").write_text(token)
+    return path
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replaces ``path``'s content in one step, as a Secret volume update does."""
     temporary = path.with_name(f".{path.name}.tmp")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from diloco import AuthenticationError, Credentials, DiLoCoWorker
-from harness import Processes, credentials_dir, events, fresh_token, write_atomically
+from harness import Processes, credentials_dir, events, fresh_token, token_dir, write_atomically
 from student_task import student
 
 ROUNDS = 10
@@ -20,9 +20,7 @@ def test_a_token_rotated_on_disk_during_training_costs_no_step(
     processes: Processes, tmp_path: Path
 ) -> None:
     old, new = fresh_token("before"), fresh_token("after")
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    (tokens / "token").write_text(old)
+    tokens = token_dir(tmp_path / "tokens", old)
     coordinator = processes.coordinator(
         f"training: {{min_workers: 2, sync_every: 10, heartbeat_timeout_seconds: 20}}\n"
         f"auth: {{token_dir: {tokens}}}\naudit: {{path: audit.jsonl}}\n"
@@ -66,9 +64,7 @@ def test_a_wrong_token_raises_a_clear_error_without_the_token(
     processes: Processes, tmp_path: Path, source: str
 ) -> None:
     right, wrong = fresh_token("right"), fresh_token("wrong")
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    (tokens / "token").write_text(right)
+    tokens = token_dir(tmp_path / "tokens", right)
     coordinator = processes.coordinator(f"auth: {{token_dir: {tokens}}}\n")
     if source == "literal":
         credentials = Credentials.with_token(coordinator.url, wrong)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import Processes, credentials_dir, events, fresh_token
+from harness import Processes, credentials_dir, events, fresh_token, token_dir
 
 ROUNDS = 3
 
@@ -14,11 +14,10 @@ def test_workers_use_the_advertised_cleartext_bulk_plane_without_their_token(
     processes: Processes, tmp_path: Path
 ) -> None:
     token = fresh_token("bulk")
-    (tmp_path / "tokens").mkdir()
-    (tmp_path / "tokens" / "token").write_text(token)
+    tokens = token_dir(tmp_path / "tokens", token)
     coordinator = processes.coordinator(
         "training: {min_workers: 2, sync_every: 10, heartbeat_timeout_seconds: 20}\n"
-        f"auth: {{token_dir: {tmp_path / 'tokens'}}}\n"
+        f"auth: {{token_dir: {tokens}}}\n"
         "bulk: {listen: '127.0.0.1:0'}\n"
     )
     assert coordinator.bulk_url and coordinator.bulk_url != coordinator.url

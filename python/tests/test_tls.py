@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from diloco import ConfigurationError, Credentials, DiLoCoWorker
-from harness import Processes, credentials_dir, events, fresh_token
+from harness import Processes, credentials_dir, events, fresh_token, token_dir
 from pki import TestCa
 from student_task import student
 
@@ -22,11 +22,10 @@ def test_workers_train_over_tls_with_a_token_or_a_client_certificate(
     server = ca.server()
     client = ca.client("worker-b")
     token = fresh_token("tls")
-    (tmp_path / "tokens").mkdir()
-    (tmp_path / "tokens" / "token").write_text(token)
+    tokens = token_dir(tmp_path / "tokens", token)
     coordinator = processes.coordinator(
         "training: {min_workers: 2, sync_every: 10, heartbeat_timeout_seconds: 20}\n"
-        f"auth: {{token_dir: {tmp_path / 'tokens'}}}\n"
+        f"auth: {{token_dir: {tokens}}}\n"
         f"tls: {{cert: {server.cert}, key: {server.key}, client_ca: {ca.cert}}}\n"
         "audit: {path: audit.jsonl}\n"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from harness import Processes, credentials_dir, events, fresh_token
+from harness import Processes, credentials_dir, events, fresh_token, token_dir
 
 WORKER_TIMEOUT = 240.0
 ROUNDS = 6
@@ -18,11 +18,10 @@ def test_two_python_workers_and_a_rust_worker_train_one_model_and_hold_identical
     processes: Processes, tmp_path: Path
 ) -> None:
     token = fresh_token("training")
-    (tmp_path / "tokens").mkdir()
-    (tmp_path / "tokens" / "token").write_text(token)
+    tokens = token_dir(tmp_path / "tokens", token)
     coordinator = processes.coordinator(
         f"training: {{min_workers: 3, sync_every: 20, heartbeat_timeout_seconds: 20}}\n"
-        f"auth: {{token_dir: {tmp_path / 'tokens'}}}\n"
+        f"auth: {{token_dir: {tokens}}}\n"
     )
     creds = credentials_dir(tmp_path / "creds", coordinator.url, token=token)
     env = {"DILOCO_CREDENTIALS_DIR": str(creds)}
