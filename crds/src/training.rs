@@ -21,7 +21,10 @@ pub struct TrainingSpec {
     #[serde(default)]
     pub outer_optimizer: OuterOptimizer,
 
-    /// A round that times out still closes if at least this many workers submitted.
+    /// Contributions every round needs before it closes, also after `syncTimeoutSeconds`;
+    /// until a round has them, workers that register join it. Set it to the number of workers
+    /// that must be in every round (a worker that registers after a round's first
+    /// contribution otherwise joins the next one).
     #[serde(default = "default_min_workers")]
     #[schemars(range(min = 1))]
     pub min_workers: i32,
