@@ -73,7 +73,7 @@ impl StatusRefresher {
     }
 
     /// One pass over the tracked servers.
-    pub async fn refresh_once(&self, client: &Client) {
+    async fn refresh_once(&self, client: &Client) {
         let snapshot: Vec<_> = self
             .lock()
             .iter()
