@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::coordinator_client::{
     ClientError, CoordinatorClient, Heartbeat, ParamsBlob, Registration,
 };
-use crate::tensors::{Named, TensorError, decode_safetensors, submission_frame};
+use crate::tensors::{Named, TensorError, decode_safetensors, pseudo_gradient_frame};
 use crate::wire::dtype::WireDtype;
 use crate::wire::frame::{FrameHeader, PayloadFormat};
 
@@ -216,26 +216,18 @@ impl DilocoWorker {
 
     /// Sends the pseudo-gradient of the last `sync_every` steps and loads the new parameters.
     pub async fn sync(&mut self, params: &[Named]) -> Result<SyncReport, WorkerError> {
-        let delta: Vec<Named> = tch::no_grad(|| {
-            self.snapshot
-                .iter()
-                .zip(params)
-                .map(|((name, old), (_, live))| {
-                    let live = live
-                        .f_to_device(tch::Device::Cpu)?
-                        .f_to_kind(tch::Kind::Float)?;
-                    Ok((name.clone(), old.f_sub(&live)?))
-                })
-                .collect::<Result<_, tch::TchError>>()
-        })
-        .map_err(TensorError::from)?;
-        let frame = Bytes::from(submission_frame(
-            &self.options.worker_id,
-            Some(self.round),
-            &delta,
+        let header = FrameHeader {
+            worker_id: self.options.worker_id.clone(),
+            fragment_id: None,
+            fmt: PayloadFormat::Safetensors,
+            round: Some(self.round),
+        };
+        let frame = Bytes::from(pseudo_gradient_frame(
+            &header,
+            &self.snapshot,
+            params,
             self.upload_dtype,
         )?);
-        drop(delta);
         let upload_bytes = frame.len();
         let deadline = Instant::now() + self.options.reconnect_budget;
         let mut attempt = 0;

@@ -219,7 +219,15 @@ pub struct Limits {
     pub auth_failures_per_window: u32,
     /// Length of that window.
     pub auth_failure_window_seconds: u64,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431. It is
+    /// also the most a connection reads from its socket at once.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more get 431.
+    pub max_headers: usize,
 }
+
+/// The smallest `limits.max_header_bytes` (hyper's smallest connection buffer).
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -230,6 +238,8 @@ impl Default for Limits {
             staged_uploads: 2,
             auth_failures_per_window: 20,
             auth_failure_window_seconds: 60,
+            max_header_bytes: 256 << 10,
+            max_headers: 100,
         }
     }
 }
@@ -327,6 +337,12 @@ impl Config {
         }
         if self.limits.staged_uploads == 0 || self.limits.max_workers == 0 {
             return invalid("limits.staged_uploads and limits.max_workers must be at least 1");
+        }
+        if self.limits.max_header_bytes < MIN_HEADER_BYTES || self.limits.max_headers == 0 {
+            return invalid(&format!(
+                "limits.max_header_bytes must be at least {MIN_HEADER_BYTES} and \
+                 limits.max_headers at least 1"
+            ));
         }
         if self.checkpoint.keep == 0 {
             return invalid("checkpoint.keep must be at least 1");
@@ -428,6 +444,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("not implemented")
+        );
+        let config: Config =
+            serde_norway::from_str("limits: {max_header_bytes: 4096}\nauth: {disabled: true}")
+                .unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_header_bytes must be at least 8192")
         );
     }
 }

@@ -166,7 +166,57 @@ fn fold_run(dst: &mut [f32], bytes: &[u8], dtype: WireDtype, store: bool) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn fold_run_avx2(dst: &mut [f32], bytes: &[u8], dtype: WireDtype, store: bool) {
-    fold_run_portable(dst, bytes, dtype, store);
+    if store {
+        store_run_streaming(dst, bytes, dtype);
+    } else {
+        fold_run_portable(dst, bytes, dtype, false);
+    }
+}
+
+/// The storing half of [`fold_run`] with non-temporal stores: the accumulator is far larger
+/// than the caches and is not read again until the next upload or the outer step, so writing
+/// around the cache saves the read of every destination line a normal store makes first
+/// (a third less memory traffic for the round's first upload).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn store_run_streaming(dst: &mut [f32], bytes: &[u8], dtype: WireDtype) {
+    use std::arch::x86_64::{
+        __m128i, _mm_loadu_si128, _mm_sfence, _mm256_add_ps, _mm256_castsi256_ps,
+        _mm256_cvtepu16_epi32, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_slli_epi32,
+        _mm256_stream_ps,
+    };
+    const LANES: usize = 8;
+    // Streaming stores need 32-byte aligned destinations: the unaligned head goes the
+    // ordinary way.
+    let head = dst.as_ptr().align_offset(32).min(dst.len());
+    let size = dtype.size();
+    let (dst_head, dst_body) = dst.split_at_mut(head);
+    fold_run_portable(dst_head, &bytes[..head * size], dtype, true);
+    let bytes = &bytes[head * size..];
+    let vectors = dst_body.len() / LANES;
+    let zero = _mm256_setzero_ps();
+    for i in 0..vectors {
+        let out = dst_body[i * LANES..].as_mut_ptr();
+        // SAFETY: `bytes` holds `size` bytes per destination element (the caller's contract,
+        // as in `fold_run_portable`), so both loads stay in bounds; `out` is 32-byte aligned
+        // (the head was split off) with at least 8 elements after it.
+        unsafe {
+            let values = match dtype {
+                WireDtype::Bf16 => {
+                    let raw = _mm_loadu_si128(bytes.as_ptr().add(i * LANES * 2).cast::<__m128i>());
+                    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
+                }
+                WireDtype::Fp32 => _mm256_loadu_ps(bytes.as_ptr().add(i * LANES * 4).cast()),
+            };
+            // `+ 0.0` turns -0.0 into +0.0, as in `fold_run_portable`.
+            _mm256_stream_ps(out, _mm256_add_ps(values, zero));
+        }
+    }
+    let done = vectors * LANES;
+    fold_run_portable(&mut dst_body[done..], &bytes[done * size..], dtype, true);
+    // Streaming stores are weakly ordered: make them visible before the caller publishes
+    // the accumulator to another thread.
+    _mm_sfence();
 }
 
 #[inline(always)]
@@ -255,6 +305,41 @@ mod tests {
         // b is stored at the layout's offset of b (after a's 15 elements).
         assert_eq!(staged[15], values[0]);
         assert_eq!(staged[0], values[7]);
+    }
+
+    /// The AVX2 store (non-temporal, aligned body) stores exactly what the plain loop does,
+    /// whatever the destination's alignment and length, -0.0 included.
+    #[test]
+    fn vector_store_matches_the_plain_store_at_every_alignment() {
+        let values: Vec<f32> = (0..203)
+            .map(|i| {
+                if i % 17 == 0 {
+                    -0.0
+                } else {
+                    (i as f32 - 90.0) * 0.37
+                }
+            })
+            .collect();
+        for dtype in [WireDtype::Bf16, WireDtype::Fp32] {
+            let data: Vec<u8> = match dtype {
+                WireDtype::Bf16 => bf16(&values),
+                WireDtype::Fp32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
+            for start in 0..9 {
+                for len in [0, 1, 7, 8, 9, 64, 150, 203 - start] {
+                    let src = &data[start * dtype.size()..(start + len) * dtype.size()];
+                    let mut expected = vec![f32::NAN; 212];
+                    fold_run_portable(&mut expected[start..start + len], src, dtype, true);
+                    let mut got = vec![f32::NAN; 212];
+                    fold_run(&mut got[start..start + len], src, dtype, true);
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{dtype:?}, start {start}, {len} elements"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

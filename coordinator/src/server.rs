@@ -69,6 +69,7 @@ pub fn build(config: Config) -> anyhow::Result<Arc<Coordinator>> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let coordinator = build(config)?;
+    let http_limits = crate::listener::HttpLimits::from(&coordinator.config().limits);
     let tokens = load_tokens(&coordinator)?;
     let tls = match &coordinator.config().tls {
         Some(files) => {
@@ -117,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 app,
                 bulk_tls,
+                http_limits,
                 async move {
                     stopping.shutdown_requested().await;
                 },
@@ -142,6 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 app,
                 None,
+                http_limits,
                 async move {
                     stopping.shutdown_requested().await;
                 },
@@ -177,7 +180,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // forgather strips a trailing `/` from paths; so do we.
     let app = NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone(), tokens));
     let stopping = coordinator.clone();
-    let server = crate::listener::serve(listener, app, tls.clone(), async move {
+    let server = crate::listener::serve(listener, app, tls.clone(), http_limits, async move {
         stop_requested(&stopping).await;
     });
     tokio::pin!(server);

@@ -125,7 +125,7 @@ fn build(files: &TlsConfig) -> Result<(ServerConfig, [u8; 32]), TlsError> {
         path: files.key.clone(),
         detail: "no PEM private key in it".into(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(aes128_first(rustls::crypto::ring::default_provider()));
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
@@ -149,7 +149,29 @@ fn build(files: &TlsConfig) -> Result<(ServerConfig, [u8; 32]), TlsError> {
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Invalid(format!("certificate and key: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Our preference, not the client's, picks the cipher suite: see `aes128_first`.
+    config.ignore_client_order = true;
     Ok((config, fingerprint))
+}
+
+/// `provider` with its AES-128-GCM suites moved to the front. AES-128 is about 10 % faster
+/// than AES-256 on the CPUs we measured (both use the AES instructions), which matters when
+/// every pseudo-gradient byte is decrypted; it is TLS 1.3's mandatory suite and keeps a
+/// 128-bit security level. Clients that do not offer it get the next suite in the list.
+fn aes128_first(mut provider: rustls::crypto::CryptoProvider) -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite::{
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS13_AES_128_GCM_SHA256,
+    };
+    provider.cipher_suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            TLS13_AES_128_GCM_SHA256
+                | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    provider
 }
 
 /// The subject of a DER certificate, as `CN=…, O=…`.

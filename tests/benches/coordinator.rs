@@ -14,6 +14,9 @@
 //!   in the project venv) next to the Rust client's, on the same model and coordinator, with
 //!   a raw loopback TCP copy of a frame of the same size as the baseline.
 //!
+//! `DILOCO_BENCH_ONLY=ingest` stops after the ingest measurements (cleartext and TLS) and
+//! prints just their ratios, without writing the summary.
+//!
 //! Prints one JSON object and writes it to `target/bench/summary.json`. Sizes can be changed
 //! with `DILOCO_BENCH_INGEST_PARAMS`, `DILOCO_BENCH_MEMORY_PARAMS` and
 //! `DILOCO_BENCH_SDK_PARAMS` (parameter counts); `DILOCO_PYTHON` picks the Python interpreter
@@ -62,6 +65,17 @@ fn main() {
     eprintln!("ingest over TLS, P = {ingest_params} …");
     let ingest_tls = runtime.block_on(tls_ingest_bench(&root, ingest_params));
     let outer_step_bound = 20.0 * ingest_params as f64 / triad;
+    if std::env::var("DILOCO_BENCH_ONLY").as_deref() == Ok("ingest") {
+        // A quick look while working on the upload path; the summary file is left alone.
+        let quick = json!({
+            "ingest_ratio_1": ingest.ours_1 / ingest.raw_1,
+            "ingest_ratio_4": ingest.ours_4 / ingest.raw_4,
+            "ingest_ratio_tls": ingest_tls / ingest.raw_1,
+            "tls_cost_vs_cleartext": 1.0 - ingest_tls / ingest.ours_1,
+        });
+        println!("{quick:#}");
+        return;
+    }
 
     eprintln!("worker SDK uploads, P = {sdk_params} …");
     let sdk = runtime.block_on(sdk_upload_bench(&root, sdk_params));

@@ -175,3 +175,64 @@ async fn a_thousand_hostile_requests_change_nothing() {
     assert_eq!(round, "1");
     drop(slow);
 }
+
+/// Sends `request` on a fresh connection and returns the status line of the answer.
+fn status_line(address: &str, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut socket = TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The server may answer and close before it has read everything we send.
+    let _ = socket.write_all(request);
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `limits.max_header_bytes` and `limits.max_headers` bound a request head: beyond either,
+/// 431 and nothing else happens; a request within them is served as usual.
+#[test]
+fn request_heads_over_the_limits_get_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8])]).unwrap();
+    let blob = safetensors::encode(&layout, &[0.5; 32], WireDtype::Fp32, &BTreeMap::new());
+    std::fs::write(dir.path().join("init.safetensors"), blob).unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path(),
+        "model: {initial_parameters: init.safetensors}\n\
+         limits: {max_header_bytes: 16384, max_headers: 20}\n",
+    );
+    let address = coordinator.address().to_string();
+    let long_header = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert!(
+        status_line(&address, long_header.as_bytes()).starts_with("HTTP/1.1 431"),
+        "a 20 kB header over a 16 kB limit"
+    );
+    let many_headers = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..30)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    assert!(
+        status_line(&address, many_headers.as_bytes()).starts_with("HTTP/1.1 431"),
+        "31 header fields over a limit of 20"
+    );
+    let within = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(8_000)
+    );
+    assert_eq!(
+        status_line(&address, within.as_bytes()),
+        "HTTP/1.1 200 OK",
+        "a head within the limits"
+    );
+}
