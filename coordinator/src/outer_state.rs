@@ -251,7 +251,21 @@ impl OuterState {
 
     /// θ as a safetensors blob in `dtype`, with `metadata`.
     pub fn encode(&self, dtype: WireDtype, metadata: &BTreeMap<String, String>) -> Vec<u8> {
-        self.with_theta_on_cpu(|theta| safetensors::encode(&self.layout, theta, dtype, metadata))
+        let mut out = Vec::new();
+        self.encode_into(dtype, metadata, &mut out);
+        out
+    }
+
+    /// [`Self::encode`] into `out`, reusing its allocation (and its already-touched pages).
+    pub fn encode_into(
+        &self,
+        dtype: WireDtype,
+        metadata: &BTreeMap<String, String>,
+        out: &mut Vec<u8>,
+    ) {
+        self.with_theta_on_cpu(|theta| {
+            safetensors::encode_into(&self.layout, theta, dtype, metadata, out)
+        });
     }
 
     /// Runs `f` on θ in host memory (copied from the device when it lives elsewhere).

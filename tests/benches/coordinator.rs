@@ -145,6 +145,7 @@ fn main() {
             "memory_download_dtype": "fp32",
             "triad_mb_per_s": triad / MB,
             "outer_step_seconds": ingest.outer_step_seconds,
+            "publish_seconds": ingest.publish_seconds,
             "outer_step_bound_seconds": outer_step_bound,
             "sdk_upload_params": sdk_params,
             "sdk_upload_bytes": sdk.upload_bytes,
@@ -356,6 +357,7 @@ struct Ingest {
     discard_4: f64,
     ours_4: f64,
     outer_step_seconds: f64,
+    publish_seconds: f64,
 }
 
 /// Ingest at 1 and 4 workers, interleaved with the raw baselines. A `blocker` worker that
@@ -379,6 +381,7 @@ async fn ingest_bench(root: &Path, params: usize) -> Ingest {
     }
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut outer_steps = Vec::new();
+    let mut publishes = Vec::new();
     let mut landings: Vec<Vec<u8>> = (0..4).map(|_| vec![1u8; bodies[0].len()]).collect();
     for repetition in 0..REPETITIONS {
         for n in [1, 4] {
@@ -392,10 +395,10 @@ async fn ingest_bench(root: &Path, params: usize) -> Ingest {
             .await
             .expect("raw baseline");
             landings = buffers;
-            let (ours, step) = one_round(&http, &url, &bodies[..n], &workers[n..]).await;
+            let (ours, step, publish) = one_round(&http, &url, &bodies[..n], &workers[n..]).await;
             eprintln!(
                 "  round {repetition}, {n} worker(s): raw {:.0} MB/s (discarding {:.0}), \
-                 ours {:.0} MB/s, outer step {step:.3} s",
+                 ours {:.0} MB/s, outer step {step:.3} s, publish {publish:.3} s",
                 raw / MB,
                 discard / MB,
                 ours / MB
@@ -406,6 +409,7 @@ async fn ingest_bench(root: &Path, params: usize) -> Ingest {
             // The first step also faults in the momentum buffer's pages; steady state after.
             if repetition > 0 {
                 outer_steps.push(step);
+                publishes.push(publish);
             }
         }
     }
@@ -419,17 +423,19 @@ async fn ingest_bench(root: &Path, params: usize) -> Ingest {
         discard_4: take("discard4"),
         ours_4: take("ours4"),
         outer_step_seconds: median(outer_steps),
+        publish_seconds: median(publishes),
     }
 }
 
 /// One round in which `bodies` are uploaded at once while `idle` workers (and the blocker)
-/// sit it out; returns the ingest rate and the outer step's seconds.
+/// sit it out; returns the ingest rate and the seconds of the outer step and of encoding the
+/// new parameters for download.
 async fn one_round(
     http: &reqwest::Client,
     url: &str,
     bodies: &[Bytes],
     idle: &[String],
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let status = get_json(http, &format!("{url}/status")).await;
     let round = status["sync_round"].as_u64().expect("sync_round");
     let started = Instant::now();
@@ -467,7 +473,10 @@ async fn one_round(
     for id in idle.iter().map(String::as_str).chain(["blocker"]) {
         post_json(http, &format!("{url}/register"), json!({"worker_id": id})).await;
     }
-    (total as f64 / elapsed, step)
+    let publish = status["last_publish_seconds"]
+        .as_f64()
+        .expect("the new parameters were published");
+    (total as f64 / elapsed, step, publish)
 }
 
 /// One worker's ingest over TLS (rustls, ring; the client trusts a test CA), median of
@@ -501,7 +510,7 @@ async fn tls_ingest_bench(root: &Path, params: usize) -> f64 {
     let body = upload_body("w0", &pseudo_gradient(params));
     let mut rates = Vec::new();
     for repetition in 0..REPETITIONS {
-        let (rate, _) = one_round(&http, &url, std::slice::from_ref(&body), &[]).await;
+        let (rate, _, _) = one_round(&http, &url, std::slice::from_ref(&body), &[]).await;
         eprintln!(
             "  round {repetition}, 1 worker over TLS: {:.0} MB/s",
             rate / MB

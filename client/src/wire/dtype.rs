@@ -78,19 +78,70 @@ pub fn f32_to_bf16(value: f32) -> u16 {
     (bits.wrapping_add(rounding_bias) >> 16) as u16
 }
 
-/// Appends `values` to `out` in the wire dtype, little-endian.
+/// Elements from which [`encode_f32s`] spreads the work over the CPU's threads.
+const PARALLEL_ELEMENTS: usize = 1 << 20;
+
+/// Appends `values` to `out` in the wire dtype, little-endian. Large inputs (a model's
+/// parameters, encoded once per round for every worker's download) are split over threads.
 pub fn encode_f32s(values: &[f32], dtype: WireDtype, out: &mut Vec<u8>) {
+    let size = dtype.size();
+    let (start, len) = (out.len(), values.len() * size);
+    out.reserve(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    let threads = if values.len() >= PARALLEL_ELEMENTS {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        1
+    };
+    if threads <= 1 {
+        encode_into(values, dtype, spare);
+    } else {
+        let per_thread = values.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (values, spare) in values
+                .chunks(per_thread)
+                .zip(spare.chunks_mut(per_thread * size))
+            {
+                scope.spawn(move || encode_into(values, dtype, spare));
+            }
+        });
+    }
+    // SAFETY: `encode_into` wrote all `len` bytes after `start` (`size` per value).
+    unsafe { out.set_len(start + len) };
+}
+
+/// Writes `values` into `out` (exactly `size` bytes per value), with AVX2 when the CPU has it.
+fn encode_into(values: &[f32], dtype: WireDtype, out: &mut [std::mem::MaybeUninit<u8>]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { encode_into_avx2(values, dtype, out) };
+        return;
+    }
+    encode_into_portable(values, dtype, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn encode_into_avx2(values: &[f32], dtype: WireDtype, out: &mut [std::mem::MaybeUninit<u8>]) {
+    encode_into_portable(values, dtype, out);
+}
+
+#[inline(always)]
+fn encode_into_portable(values: &[f32], dtype: WireDtype, out: &mut [std::mem::MaybeUninit<u8>]) {
     match dtype {
         WireDtype::Fp32 => {
-            out.reserve(values.len() * 4);
-            for v in values {
-                out.extend_from_slice(&v.to_le_bytes());
+            for (o, v) in out.chunks_exact_mut(4).zip(values) {
+                for (o, b) in o.iter_mut().zip(v.to_le_bytes()) {
+                    o.write(b);
+                }
             }
         }
         WireDtype::Bf16 => {
-            out.reserve(values.len() * 2);
-            for v in values {
-                out.extend_from_slice(&f32_to_bf16(*v).to_le_bytes());
+            for (o, v) in out.chunks_exact_mut(2).zip(values) {
+                let [lo, hi] = f32_to_bf16(*v).to_le_bytes();
+                o[0].write(lo);
+                o[1].write(hi);
             }
         }
     }
@@ -115,6 +166,30 @@ pub fn decode_into(bytes: &[u8], dtype: WireDtype, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Split over threads or not, the bytes are those of encoding value by value.
+    #[test]
+    fn large_inputs_encode_like_small_ones() {
+        let values: Vec<f32> = (0..PARALLEL_ELEMENTS + 12_345)
+            .map(|i| match i % 1000 {
+                0 => f32::NAN,
+                1 => -0.0,
+                _ => (i as f32).sin() * 1e3,
+            })
+            .collect();
+        for dtype in [WireDtype::Bf16, WireDtype::Fp32] {
+            let mut bytes = vec![9u8, 9];
+            encode_f32s(&values, dtype, &mut bytes);
+            let mut expected = vec![9u8, 9];
+            for v in &values {
+                match dtype {
+                    WireDtype::Bf16 => expected.extend_from_slice(&f32_to_bf16(*v).to_le_bytes()),
+                    WireDtype::Fp32 => expected.extend_from_slice(&v.to_le_bytes()),
+                }
+            }
+            assert!(bytes == expected, "{dtype:?}");
+        }
+    }
 
     #[test]
     fn bf16_rounds_to_nearest_even() {

@@ -146,13 +146,26 @@ pub fn encode(
     dtype: WireDtype,
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(layout, values, dtype, metadata, &mut out);
+    out
+}
+
+/// [`encode`] into `out` (cleared first), reusing its allocation.
+pub fn encode_into(
+    layout: &ModelLayout,
+    values: &[f32],
+    dtype: WireDtype,
+    metadata: &BTreeMap<String, String>,
+    out: &mut Vec<u8>,
+) {
     let header = header_json(layout, dtype, metadata);
     let data_len = layout.total_elements() * dtype.size();
-    let mut out = Vec::with_capacity(8 + header.len() + data_len);
+    out.clear();
+    out.reserve(8 + header.len() + data_len);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    encode_f32s(values, dtype, &mut out);
-    out
+    encode_f32s(values, dtype, out);
 }
 
 /// The JSON header for `layout` in `dtype`, padded with spaces to a multiple of 8 bytes so the

@@ -41,12 +41,50 @@ use crate::upload::{Expectation, StagedUpload};
 use crate::wire::frame::FrameHeader;
 
 /// θ after a round, encoded once in the download dtype and shared by every response.
-#[derive(Debug)]
 pub struct Published {
     /// Outer steps completed.
     pub round: u64,
     /// safetensors bytes.
     pub encoded: Bytes,
+    /// The allocation behind `encoded`: once no response holds it any more, the next round
+    /// encodes into it again instead of into fresh memory (faulting in a new buffer of the
+    /// model's size costs more than the encoding itself).
+    buffer: Arc<Vec<u8>>,
+}
+
+impl Published {
+    fn new(round: u64, buffer: Vec<u8>) -> Self {
+        let buffer = Arc::new(buffer);
+        Self {
+            round,
+            encoded: Bytes::from_owner(SharedBuffer(buffer.clone())),
+            buffer,
+        }
+    }
+
+    /// The buffer back, if nothing else refers to this encoding any more.
+    fn into_buffer(self) -> Option<Vec<u8>> {
+        drop(self.encoded);
+        Arc::try_unwrap(self.buffer).ok()
+    }
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("round", &self.round)
+            .field("bytes", &self.encoded.len())
+            .finish()
+    }
+}
+
+/// Lets `Bytes` share a buffer that [`Published`] can take back later.
+struct SharedBuffer(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 pub use crate::wire::messages::{HeartbeatRequest, RegisterRequest};
@@ -75,6 +113,8 @@ pub(crate) struct Shared {
     closing: bool,
     total_worker_deaths: u64,
     last_outer_step_seconds: Option<f64>,
+    /// Seconds the last round's new θ took to encode for download.
+    last_publish_seconds: Option<f64>,
     last_checkpoint_round: Option<u64>,
     /// The worker whose upload, the round's first, is being stored into the accumulator as
     /// it arrives. While it streams nothing else is folded (and the round cannot close).
@@ -165,6 +205,7 @@ impl Coordinator {
             closing: false,
             total_worker_deaths: 0,
             last_outer_step_seconds: None,
+            last_publish_seconds: None,
             last_checkpoint_round,
             stream_owner: None,
         };
@@ -254,15 +295,21 @@ impl Coordinator {
 
     fn publish(&self, state: &OuterState, round: u64) {
         // Drop our reference to the previous encoding before making the next one: responses
-        // still streaming it keep it alive, but nothing else does.
-        self.published.send_replace(None);
+        // still streaming it keep it alive, but nothing else does. When none does, its buffer
+        // is reused.
+        let mut buffer = self
+            .published
+            .send_replace(None)
+            .and_then(|previous| Arc::try_unwrap(previous).ok())
+            .and_then(Published::into_buffer)
+            .unwrap_or_default();
         let metadata = BTreeMap::from([
             ("format".to_string(), "pt".to_string()),
             ("round".to_string(), round.to_string()),
         ]);
-        let encoded = Bytes::from(state.encode(self.config.training.download_dtype, &metadata));
+        state.encode_into(self.config.training.download_dtype, &metadata, &mut buffer);
         self.published
-            .send_replace(Some(Arc::new(Published { round, encoded })));
+            .send_replace(Some(Arc::new(Published::new(round, buffer))));
     }
 
     fn update_gauges(&self, shared: &Shared) {
@@ -617,13 +664,16 @@ impl Coordinator {
             ApiError::internal(format!("the outer step failed: {e}"))
         })?;
         let step_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
         self.publish(state, round + 1);
+        let publish_seconds = started.elapsed().as_secs_f64();
         let due = {
             let mut shared = lock(&self.shared);
             let participants = shared.roster.workers.keys().cloned().collect::<Vec<_>>();
             shared.round = Round::new(round + 1, participants);
             shared.closing = false;
             shared.last_outer_step_seconds = Some(step_seconds);
+            shared.last_publish_seconds = Some(publish_seconds);
             self.update_gauges(&shared);
             let every = self.config.checkpoint.every_rounds;
             every > 0 && (round + 1) % every == 0
@@ -636,6 +686,7 @@ impl Coordinator {
                 .details(serde_json::json!({
                     "contributors": contributors,
                     "seconds": step_seconds,
+                    "publish_seconds": publish_seconds,
                     "parameters_without_contribution": report.missing.len(),
                 })),
         );
@@ -895,4 +946,29 @@ fn slice_of(
         slice.push(index);
     }
     Ok(slice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next round reuses an encoding's buffer only once no response holds it.
+    #[test]
+    fn a_published_buffer_comes_back_only_when_no_response_holds_it() {
+        let published = Published::new(3, vec![7u8; 4096]);
+        let streaming = published.encoded.clone();
+        assert!(
+            published.into_buffer().is_none(),
+            "a response still streams it"
+        );
+        assert_eq!(
+            &streaming[..],
+            &[7u8; 4096][..],
+            "and its bytes stay intact"
+        );
+
+        let published = Published::new(4, vec![1u8; 16]);
+        drop(published.encoded.clone());
+        assert_eq!(published.into_buffer(), Some(vec![1u8; 16]));
+    }
 }

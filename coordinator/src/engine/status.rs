@@ -55,6 +55,7 @@ impl Coordinator {
             "model_params": layout.map_or(0, |l| l.total_elements()),
             "model_size_mb": layout.map_or(0.0, |l| l.size_mb()),
             "last_outer_step_seconds": shared.last_outer_step_seconds,
+            "last_publish_seconds": shared.last_publish_seconds,
             "device": crate::device::describe(self.device),
             "aggregate_stats": aggregate_stats(&shared.roster),
         });
