@@ -24,8 +24,6 @@ use crate::tls::{ClientCertificate, TlsReloader, subject};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// … and send its request headers within this (slow-header clients are dropped).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes read from a TLS connection's socket at once.
-const TLS_READ_BUFFER: usize = 64 << 10;
 
 /// Limits every connection applies to the requests on it.
 #[derive(Clone, Copy, Debug)]
@@ -83,9 +81,6 @@ pub async fn serve<S>(
                 None => serve_connection(tcp, remote, None, router, limits, stopped).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                    // rustls asks the socket for at most 4 KiB at a time; a buffer between
-                    // them turns a 16 KiB record's four reads into a fraction of one.
-                    let tcp = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, tcp);
                     let stream =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => stream,

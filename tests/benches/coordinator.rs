@@ -22,6 +22,9 @@
 //! `DILOCO_BENCH_SDK_PARAMS` (parameter counts); `DILOCO_PYTHON` picks the Python interpreter
 //! (default: the venv `scripts/common.sh` names).
 
+// The summary is one `json!` literal, deeper than the macro's default recursion limit.
+#![recursion_limit = "256"]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,7 +40,7 @@ use diloco_client::{ClientConfig, CoordinatorClient, DilocoWorker, WorkerOptions
 use diloco_tests::frames::frame_with_blob;
 use diloco_tests::get_json;
 use diloco_tests::pki::TestCa;
-use diloco_tests::processes::CoordinatorProcess;
+use diloco_tests::processes::{CoordinatorProcess, cpu_seconds};
 use serde_json::{Value, json};
 
 /// Elements per tensor of the synthetic model (a 2048 × 1024 matrix).
@@ -63,8 +66,15 @@ fn main() {
     eprintln!("ingest and outer step, P = {ingest_params} …");
     let ingest = runtime.block_on(ingest_bench(&root, ingest_params));
     eprintln!("ingest over TLS, P = {ingest_params} …");
-    let ingest_tls = runtime.block_on(tls_ingest_bench(&root, ingest_params));
+    let (ingest_tls, cpu_tls) = runtime.block_on(tls_ingest_bench(&root, ingest_params));
     let outer_step_bound = 20.0 * ingest_params as f64 / triad;
+    // CPU per byte on each side: where ingest time goes when workers and coordinator share
+    // the cores, and what a coordinator core would cost with the workers elsewhere.
+    let cpu = json!({
+        "cleartext_1_worker": ingest.cpu_1.json(),
+        "cleartext_4_workers": ingest.cpu_4.json(),
+        "tls_1_worker": cpu_tls.json(),
+    });
     if std::env::var("DILOCO_BENCH_ONLY").as_deref() == Ok("ingest") {
         // A quick look while working on the upload path; the summary file is left alone.
         let quick = json!({
@@ -72,6 +82,7 @@ fn main() {
             "ingest_ratio_4": ingest.ours_4 / ingest.raw_4,
             "ingest_ratio_tls": ingest_tls / ingest.raw_1,
             "tls_cost_vs_cleartext": 1.0 - ingest_tls / ingest.ours_1,
+            "cpu_ns_per_uploaded_byte": cpu.clone(),
         });
         println!("{quick:#}");
         return;
@@ -146,6 +157,9 @@ fn main() {
             "triad_mb_per_s": triad / MB,
             "outer_step_seconds": ingest.outer_step_seconds,
             "publish_seconds": ingest.publish_seconds,
+            "cpu_ns_per_uploaded_byte": cpu.clone(),
+            "coordinator_tls_cpu_cost_vs_cleartext":
+                cpu_tls.coordinator / ingest.cpu_1.coordinator - 1.0,
             "outer_step_bound_seconds": outer_step_bound,
             "sdk_upload_params": sdk_params,
             "sdk_upload_bytes": sdk.upload_bytes,
@@ -358,6 +372,22 @@ struct Ingest {
     ours_4: f64,
     outer_step_seconds: f64,
     publish_seconds: f64,
+    /// CPU nanoseconds per uploaded byte, coordinator and uploading side, 1 and 4 workers.
+    cpu_1: CpuPerByte,
+    cpu_4: CpuPerByte,
+}
+
+/// CPU nanoseconds per uploaded byte on each side of an upload.
+#[derive(Clone, Copy)]
+struct CpuPerByte {
+    coordinator: f64,
+    worker: f64,
+}
+
+impl CpuPerByte {
+    fn json(&self) -> Value {
+        json!({"coordinator": self.coordinator, "worker": self.worker})
+    }
 }
 
 /// Ingest at 1 and 4 workers, interleaved with the raw baselines. A `blocker` worker that
@@ -395,7 +425,8 @@ async fn ingest_bench(root: &Path, params: usize) -> Ingest {
             .await
             .expect("raw baseline");
             landings = buffers;
-            let (ours, step, publish) = one_round(&http, &url, &bodies[..n], &workers[n..]).await;
+            let measure = one_round(&http, &coordinator, &bodies[..n], &workers[n..]).await;
+            let (ours, step, publish) = (measure.rate, measure.step, measure.publish);
             eprintln!(
                 "  round {repetition}, {n} worker(s): raw {:.0} MB/s (discarding {:.0}), \
                  ours {:.0} MB/s, outer step {step:.3} s, publish {publish:.3} s",
@@ -403,7 +434,13 @@ async fn ingest_bench(root: &Path, params: usize) -> Ingest {
                 discard / MB,
                 ours / MB
             );
-            for (key, value) in [("raw", raw), ("discard", discard), ("ours", ours)] {
+            for (key, value) in [
+                ("raw", raw),
+                ("discard", discard),
+                ("ours", ours),
+                ("coordinator_cpu", measure.coordinator_cpu),
+                ("worker_cpu", measure.worker_cpu),
+            ] {
                 samples.entry(format!("{key}{n}")).or_default().push(value);
             }
             // The first step also faults in the momentum buffer's pages; steady state after.
@@ -424,20 +461,43 @@ async fn ingest_bench(root: &Path, params: usize) -> Ingest {
         ours_4: take("ours4"),
         outer_step_seconds: median(outer_steps),
         publish_seconds: median(publishes),
+        cpu_1: CpuPerByte {
+            coordinator: take("coordinator_cpu1") * 1e9,
+            worker: take("worker_cpu1") * 1e9,
+        },
+        cpu_4: CpuPerByte {
+            coordinator: take("coordinator_cpu4") * 1e9,
+            worker: take("worker_cpu4") * 1e9,
+        },
     }
 }
 
+/// What [`one_round`] measured.
+struct RoundMeasure {
+    /// Bytes uploaded per second, from the first byte sent until all were folded.
+    rate: f64,
+    /// Seconds of the outer step that closed the round.
+    step: f64,
+    /// Seconds encoding the new parameters for download took.
+    publish: f64,
+    /// CPU seconds per uploaded byte the coordinator used while the uploads came in.
+    coordinator_cpu: f64,
+    /// CPU seconds per uploaded byte the uploading side (this process) used meanwhile.
+    worker_cpu: f64,
+}
+
 /// One round in which `bodies` are uploaded at once while `idle` workers (and the blocker)
-/// sit it out; returns the ingest rate and the seconds of the outer step and of encoding the
-/// new parameters for download.
+/// sit it out.
 async fn one_round(
     http: &reqwest::Client,
-    url: &str,
+    coordinator: &CoordinatorProcess,
     bodies: &[Bytes],
     idle: &[String],
-) -> (f64, f64, f64) {
+) -> RoundMeasure {
+    let url = coordinator.url.as_str();
     let status = get_json(http, &format!("{url}/status")).await;
     let round = status["sync_round"].as_u64().expect("sync_round");
+    let cpu_before = (coordinator.cpu_seconds(), cpu_seconds(None));
     let started = Instant::now();
     let uploads: Vec<_> = bodies
         .iter()
@@ -457,6 +517,10 @@ async fn one_round(
         assert!(Instant::now() < deadline, "uploads not folded: {status}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let (coordinator_cpu, worker_cpu) = (
+        coordinator.cpu_seconds() - cpu_before.0,
+        cpu_seconds(None) - cpu_before.1,
+    );
     let total: usize = bodies.iter().map(Bytes::len).sum();
     // Release the round: idle workers and the blocker leave, the round closes.
     for id in idle.iter().map(String::as_str).chain(["blocker"]) {
@@ -476,12 +540,19 @@ async fn one_round(
     let publish = status["last_publish_seconds"]
         .as_f64()
         .expect("the new parameters were published");
-    (total as f64 / elapsed, step, publish)
+    RoundMeasure {
+        rate: total as f64 / elapsed,
+        step,
+        publish,
+        coordinator_cpu: coordinator_cpu / total as f64,
+        worker_cpu: worker_cpu / total as f64,
+    }
 }
 
 /// One worker's ingest over TLS (rustls, ring; the client trusts a test CA), median of
-/// the repetitions, with a blocker keeping each round open as in [`ingest_bench`].
-async fn tls_ingest_bench(root: &Path, params: usize) -> f64 {
+/// the repetitions, with a blocker keeping each round open as in [`ingest_bench`]; and the
+/// CPU both sides spent per byte.
+async fn tls_ingest_bench(root: &Path, params: usize) -> (f64, CpuPerByte) {
     let dir = tempfile::tempdir_in(root).expect("temporary directory");
     let ca = TestCa::new("bench CA");
     let server = ca.server(&["127.0.0.1"]);
@@ -503,21 +574,27 @@ async fn tls_ingest_bench(root: &Path, params: usize) -> f64 {
         .add_root_certificate(root_certificate)
         .build()
         .expect("TLS client");
-    let url = coordinator.url.clone();
+    let url = &coordinator.url;
     for id in ["w0", "blocker"] {
         post_json(&http, &format!("{url}/register"), json!({"worker_id": id})).await;
     }
     let body = upload_body("w0", &pseudo_gradient(params));
-    let mut rates = Vec::new();
+    let (mut rates, mut coordinator_cpu, mut worker_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for repetition in 0..REPETITIONS {
-        let (rate, _, _) = one_round(&http, &url, std::slice::from_ref(&body), &[]).await;
+        let measure = one_round(&http, &coordinator, std::slice::from_ref(&body), &[]).await;
         eprintln!(
             "  round {repetition}, 1 worker over TLS: {:.0} MB/s",
-            rate / MB
+            measure.rate / MB
         );
-        rates.push(rate);
+        rates.push(measure.rate);
+        coordinator_cpu.push(measure.coordinator_cpu * 1e9);
+        worker_cpu.push(measure.worker_cpu * 1e9);
     }
-    median(rates)
+    let cpu = CpuPerByte {
+        coordinator: median(coordinator_cpu),
+        worker: median(worker_cpu),
+    };
+    (median(rates), cpu)
 }
 
 /// Peak RSS of a fresh coordinator through two rounds of `workers` concurrent uploads.

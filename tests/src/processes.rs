@@ -18,6 +18,28 @@ pub struct CoordinatorProcess {
     pub dir: PathBuf,
 }
 
+/// CPU seconds (user + system, every thread, finished ones included) that process `pid`
+/// (`None`: this one) has used so far, from `/proc/<pid>/stat`; 0 where that is unreadable.
+pub fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_string(), |pid| {
+        format!("/proc/{pid}/stat")
+    });
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The command name may hold spaces; the numeric fields start after its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime: fields 14 and 15 of proc(5), the 12th and 13th after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|both| both.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / per_second
+}
+
 impl CoordinatorProcess {
     /// Starts a coordinator in `dir` with `config` (YAML). Without a `listen:` line in the
     /// config it binds a free loopback port; without an `auth:` section it runs with
@@ -97,6 +119,11 @@ impl CoordinatorProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .expect("/proc/PID/status has a VmHWM line");
         kib * 1024
+    }
+
+    /// CPU seconds it has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(Some(self.child.id()))
     }
 
     /// Its log so far.
