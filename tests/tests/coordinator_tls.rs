@@ -30,8 +30,9 @@ fn client(ca: &TestCa, identity: Option<&Pem>) -> reqwest::Client {
     builder.build().unwrap()
 }
 
-/// The leaf certificate the server presents to a fresh handshake.
-async fn presented_certificate(address: &str, ca: &TestCa) -> Vec<u8> {
+/// The leaf certificate the server presents to a fresh handshake, and the cipher suite it
+/// picks from a client offering ring's default order (AES-256-GCM first).
+async fn handshake(address: &str, ca: &TestCa) -> (Vec<u8>, Option<rustls::CipherSuite>) {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
@@ -47,7 +48,15 @@ async fn presented_certificate(address: &str, ca: &TestCa) -> Vec<u8> {
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let stream = connector.connect(name, tcp).await.unwrap();
-    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    let connection = stream.get_ref().1;
+    (
+        connection.peer_certificates().unwrap()[0].to_vec(),
+        connection.negotiated_cipher_suite().map(|s| s.suite()),
+    )
+}
+
+async fn presented_certificate(address: &str, ca: &TestCa) -> Vec<u8> {
+    handshake(address, ca).await.0
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +128,12 @@ async fn tls_with_bearer_or_client_certificates_and_live_certificate_renewal() {
 
     // Renewal: new certificate and key on disk, new handshakes get them, no restart.
     let address = coordinator.address().to_string();
-    let before = presented_certificate(&address, &ca).await;
+    let (before, suite) = handshake(&address, &ca).await;
+    assert_eq!(
+        suite,
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+        "the server's preference, AES-128-GCM, wins over the client's"
+    );
     let renewed = ca.server(&["127.0.0.1"]);
     let expected = CertificateDer::from_pem_slice(renewed.cert.as_bytes())
         .unwrap()
