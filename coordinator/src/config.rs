@@ -224,6 +224,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most header fields in one request; more get 431.
     pub max_headers: usize,
+    /// Longest a JSON request (reading its body included) may take before it gets 408. Tensor
+    /// transfers are bounded by `training.heartbeat_timeout_seconds` between bytes instead.
+    pub request_timeout_seconds: u64,
 }
 
 /// The smallest `limits.max_header_bytes` (hyper's smallest connection buffer).
@@ -240,6 +243,7 @@ impl Default for Limits {
             auth_failure_window_seconds: 60,
             max_header_bytes: 256 << 10,
             max_headers: 100,
+            request_timeout_seconds: 30,
         }
     }
 }
@@ -343,6 +347,9 @@ impl Config {
                 "limits.max_header_bytes must be at least {MIN_HEADER_BYTES} and \
                  limits.max_headers at least 1"
             ));
+        }
+        if self.limits.request_timeout_seconds == 0 {
+            return invalid("limits.request_timeout_seconds must be at least 1");
         }
         if self.checkpoint.keep == 0 {
             return invalid("checkpoint.keep must be at least 1");

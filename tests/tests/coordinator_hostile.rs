@@ -178,6 +178,15 @@ async fn a_thousand_hostile_requests_change_nothing() {
 
 /// Sends `request` on a fresh connection and returns the status line of the answer.
 fn status_line(address: &str, request: &[u8]) -> String {
+    answer(address, request)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Sends `request` on a fresh connection and returns the whole answer.
+fn answer(address: &str, request: &[u8]) -> String {
     use std::io::Read;
     let mut socket = TcpStream::connect(address).unwrap();
     socket
@@ -187,11 +196,7 @@ fn status_line(address: &str, request: &[u8]) -> String {
     let _ = socket.write_all(request);
     let mut answer = Vec::new();
     let _ = socket.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    String::from_utf8_lossy(&answer).to_string()
 }
 
 /// `limits.max_header_bytes` and `limits.max_headers` bound a request head: beyond either,
@@ -235,4 +240,43 @@ fn request_heads_over_the_limits_get_431() {
         "HTTP/1.1 200 OK",
         "a head within the limits"
     );
+}
+
+/// A JSON request whose body does not arrive within `limits.request_timeout_seconds` gets
+/// 408, and one over `limits.max_json_bytes` gets a JSON 413, without holding the server.
+#[test]
+fn trickled_and_oversized_json_bodies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8])]).unwrap();
+    let blob = safetensors::encode(&layout, &[0.5; 32], WireDtype::Fp32, &BTreeMap::new());
+    std::fs::write(dir.path().join("init.safetensors"), blob).unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path(),
+        "model: {initial_parameters: init.safetensors}\n\
+         limits: {request_timeout_seconds: 1, max_json_bytes: 1000}\n",
+    );
+    let address = coordinator.address().to_string();
+    let started = std::time::Instant::now();
+    let trickled = "POST /heartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                    Content-Length: 40\r\n\r\n{\"worker_id\":";
+    assert!(
+        status_line(&address, trickled.as_bytes()).starts_with("HTTP/1.1 408"),
+        "a body that never completes"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after the 1 s limit, not the 10 s read timeout: {:?}",
+        started.elapsed()
+    );
+    let oversized = format!(
+        "POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n{{\"worker_id\": \"{}\"}}",
+        "w".repeat(1980)
+    );
+    let refused = answer(&address, oversized.as_bytes());
+    assert!(
+        refused.starts_with("HTTP/1.1 413") && refused.contains("limits.max_json_bytes"),
+        "a body over max_json_bytes: {refused}"
+    );
+    let health = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(status_line(&address, health.as_bytes()), "HTTP/1.1 200 OK");
 }

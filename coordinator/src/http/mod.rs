@@ -128,6 +128,13 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
         .route("/control/{action}", post(control))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits {
+                bytes: json_limit,
+                read_within: Duration::from_secs(app.config().limits.request_timeout_seconds),
+            },
+            read_body_within_limits,
+        ))
         .merge(uploads)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Unknown endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -137,6 +144,59 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
             )
         });
     with_auth(router, &app, tokens).with_state(app)
+}
+
+/// How much of a JSON request body is read, and for how long.
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    bytes: usize,
+    read_within: Duration,
+}
+
+/// Reads a JSON endpoint's request body before its handler runs: more than `limits.bytes`
+/// gets 413, and a body not complete within `limits.read_within` gets 408, so a client that
+/// trickles a body (or never finishes it) cannot hold a connection and a task indefinitely.
+/// The handler's own work (a checkpoint on `/control/save_state`, say) has no deadline.
+async fn read_body_within_limits(
+    State(limits): State<BodyLimits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.bytes);
+    let body = match tokio::time::timeout(limits.read_within, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let error = error.into_inner();
+            return if error.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body exceeds limits.max_json_bytes ({} bytes)",
+                        limits.bytes
+                    ),
+                )
+                .kind("too_large")
+            } else {
+                ApiError::bad_request(format!("failed to read the request body: {error}"))
+            }
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within limits.request_timeout_seconds \
+                     ({}s)",
+                    limits.read_within.as_secs()
+                ),
+            )
+            .kind("timeout")
+            .into_response();
+        }
+    };
+    next.run(axum::extract::Request::from_parts(parts, body.into()))
+        .await
 }
 
 /// 404 for a bulk path on the control plane, with the bulk URL in a header and the body.
