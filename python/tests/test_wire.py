@@ -55,11 +55,10 @@ def test_views_write_straight_into_the_sent_bytes() -> None:
     assert torch.equal(decoded["a"], torch.zeros(3))
 
 
-def test_chunks_are_views_that_cover_the_frame_exactly() -> None:
+def test_the_sent_view_is_the_buffer_itself() -> None:
     frame = encode_frame("w0", tensors(), WireDtype.FP32, round_number=1)
-    chunks = list(frame.chunks(size=7))
-    assert all(isinstance(c, memoryview) and c.obj is frame.buffer for c in chunks)
-    assert b"".join(bytes(c) for c in chunks) == bytes(frame.buffer)
+    view = frame.view()
+    assert view.obj is frame.buffer and bytes(view) == bytes(frame.buffer)
 
 
 def test_a_frame_without_a_round_has_no_round_field() -> None:

@@ -13,7 +13,18 @@ import json
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import httpx
 
@@ -31,6 +42,7 @@ from .errors import (
 )
 from .messages import ParamsBlob, ServerSettings
 from .retry import RetryPolicy, is_transient
+from .transport import TensorResponse, TransferError, transfer
 from .wire import Frame
 
 #: Header carrying the round of the parameters in a tensor response.
@@ -39,6 +51,11 @@ ROUND_HEADER = "x-diloco-round"
 BULK_URL_HEADER = "x-forgather-bulk-url"
 #: Seconds allowed to open a connection (TLS handshake included).
 CONNECT_TIMEOUT = 10.0
+#: Paths whose request or response carries tensors: they go through :mod:`diloco.transport`.
+TENSOR_PATHS = frozenset({"/register", "/global_params", "/submit_pseudograd", "/init_params"})
+
+#: A response from httpx or, for tensor transfers, from :mod:`diloco.transport`.
+Response = Union[httpx.Response, TensorResponse]
 
 T = TypeVar("T")
 
@@ -76,9 +93,8 @@ class CoordinatorClient:
         self._token_reloads = 0
         # Proxies from the environment are ignored, as in the Rust client: a proxy between
         # workers and coordinator would see every tensor (and, over cleartext, the token).
-        self._http = httpx.Client(
-            verify=_ssl_context(credentials), trust_env=False, follow_redirects=False
-        )
+        self._ssl = _ssl_context(credentials)
+        self._http = httpx.Client(verify=self._ssl, trust_env=False, follow_redirects=False)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -214,7 +230,7 @@ class CoordinatorClient:
             return self.url + path, True
         return bulk + path, bulk.startswith("https://")
 
-    def _send_bulk(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send_bulk(self, method: str, path: str, **kwargs: Any) -> Response:
         """Sends a bulk-path request. If the bulk plane is gone (a restarted coordinator
         listens elsewhere), asks the control plane again, whose 404 for bulk paths carries
         the new URL."""
@@ -234,7 +250,7 @@ class CoordinatorClient:
         url, bearer = self._bulk_target(path)
         return self._send_to(method, url, path, bearer=bearer, **kwargs)
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> Response:
         return self._send_to(method, self.url + path, path, bearer=True, **kwargs)
 
     def _send_to(
@@ -247,7 +263,7 @@ class CoordinatorClient:
         json_body: Optional[Mapping[str, Any]] = None,
         frame: Optional[Frame] = None,
         timeout: Optional[float] = None,
-    ) -> httpx.Response:
+    ) -> Response:
         sent_token = self._current_token() if bearer else None
         response = self._request(method, url, path, sent_token, json_body, frame, timeout)
         self._learn_bulk_url(response)
@@ -270,21 +286,34 @@ class CoordinatorClient:
         json_body: Optional[Mapping[str, Any]],
         frame: Optional[Frame],
         timeout: Optional[float],
-    ) -> httpx.Response:
+    ) -> Response:
         headers: Dict[str, str] = {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         content: Any = None
         if frame is not None:
-            # An explicit length and the buffer's slices: httpx streams them as they are
-            # (no chunked encoding, which forgather's server does not read; no joined copy).
+            # An explicit length and the buffer itself: sent as it is (no chunked encoding,
+            # which forgather's server does not read; no joined copy).
             headers["Content-Type"] = "application/octet-stream"
             headers["Content-Length"] = str(len(frame))
-            content = frame.chunks()
+            content = frame.view()
         elif json_body is not None:
             headers["Content-Type"] = "application/json"
             content = json.dumps(json_body).encode("utf-8")
         seconds = self.request_timeout if timeout is None else timeout
+        if frame is not None or path in TENSOR_PATHS:
+            try:
+                return transfer(
+                    method,
+                    url,
+                    headers,
+                    content,
+                    self._ssl,
+                    timeout=seconds,
+                    connect_timeout=min(seconds, CONNECT_TIMEOUT),
+                )
+            except TransferError as error:
+                raise self._transport_error(url, path, error) from None
         try:
             # Not streamed: the whole body is read before this returns.
             return self._http.request(
@@ -297,7 +326,7 @@ class CoordinatorClient:
         except httpx.TransportError as error:
             raise self._transport_error(url, path, error) from None
 
-    def _transport_error(self, url: str, path: str, error: httpx.TransportError) -> DiLoCoError:
+    def _transport_error(self, url: str, path: str, error: Exception) -> DiLoCoError:
         chain: List[BaseException] = []
         cause: Optional[BaseException] = error
         while cause is not None and len(chain) < 8:
@@ -317,7 +346,7 @@ class CoordinatorClient:
         base = url[: len(url) - len(path)] if url.endswith(path) else url
         return CoordinatorUnreachable(base, path, detail)
 
-    def _refusal(self, path: str, response: httpx.Response) -> CoordinatorRefused:
+    def _refusal(self, path: str, response: Response) -> CoordinatorRefused:
         try:
             body = response.json()
         except ValueError:
@@ -368,7 +397,7 @@ class CoordinatorClient:
                     self._known_tokens.append(fresh)
             return fresh is not None and fresh != rejected
 
-    def _learn_bulk_url(self, response: httpx.Response, clear_if_absent: bool = False) -> None:
+    def _learn_bulk_url(self, response: Response, clear_if_absent: bool = False) -> None:
         advertised = response.headers.get(BULK_URL_HEADER)
         if advertised is None and not clear_if_absent:
             return
@@ -378,7 +407,7 @@ class CoordinatorClient:
             self._bulk_url = advertised.rstrip("/") if advertised else None
 
     @staticmethod
-    def _json(response: httpx.Response, path: str) -> Dict[str, Any]:
+    def _json(response: Response, path: str) -> Dict[str, Any]:
         try:
             body = response.json()
         except ValueError as error:
@@ -388,7 +417,7 @@ class CoordinatorClient:
         return body
 
     @staticmethod
-    def _params(response: httpx.Response, path: str) -> ParamsBlob:
+    def _params(response: Response, path: str) -> ParamsBlob:
         round_header = response.headers.get(ROUND_HEADER)
         try:
             round_number = int(round_header) if round_header is not None else None

@@ -21,15 +21,13 @@ import enum
 import json
 import struct
 import sys
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import safetensors.torch
 import torch
 
 from .errors import ConfigurationError, ProtocolError
 
-#: Bytes per chunk handed to the HTTP client while uploading a frame.
-UPLOAD_CHUNK_BYTES = 1 << 20
 #: Largest round number a frame header has room for (u64, as the coordinator's).
 _MAX_ROUND = 2**64 - 1
 
@@ -187,11 +185,9 @@ class Frame:
     def __len__(self) -> int:
         return len(self.buffer)
 
-    def chunks(self, size: int = UPLOAD_CHUNK_BYTES) -> Iterator[memoryview]:
-        """The frame as consecutive slices of the buffer (views, not copies)."""
-        view = memoryview(self.buffer)
-        for start in range(0, len(view), size):
-            yield view[start : start + size]
+    def view(self) -> memoryview:
+        """The whole frame as a view of the buffer (what is sent; no copy)."""
+        return memoryview(self.buffer)
 
     def fill_from(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Copies (and casts) ``tensors`` into their slots."""
