@@ -1,4 +1,5 @@
-"""A typed HTTP client for the coordinator's endpoints (httpx underneath).
+"""A typed HTTP client for the coordinator's endpoints (httpx for JSON, :mod:`diloco.transport`
+for tensor transfers).
 
 It adds what every call needs: the bearer token (re-read from its file when the coordinator
 answers 401, so a rotation is followed without a restart), TLS with an optional client
