@@ -249,14 +249,8 @@ impl OuterState {
         Ok(())
     }
 
-    /// θ as a safetensors blob in `dtype`, with `metadata`.
-    pub fn encode(&self, dtype: WireDtype, metadata: &BTreeMap<String, String>) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(dtype, metadata, &mut out);
-        out
-    }
-
-    /// [`Self::encode`] into `out`, reusing its allocation (and its already-touched pages).
+    /// θ as a safetensors blob in `dtype`, with `metadata`, written into `out` (cleared
+    /// first), reusing its allocation and its already-touched pages.
     pub fn encode_into(
         &self,
         dtype: WireDtype,

@@ -176,6 +176,17 @@ async fn a_thousand_hostile_requests_change_nothing() {
     drop(slow);
 }
 
+/// A coordinator (authentication off) on a 4 × 8 model `w`, with `limits` set.
+fn coordinator_with_limits(dir: &std::path::Path, limits: &str) -> CoordinatorProcess {
+    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8])]).unwrap();
+    let blob = safetensors::encode(&layout, &[0.5; 32], WireDtype::Fp32, &BTreeMap::new());
+    std::fs::write(dir.join("init.safetensors"), blob).unwrap();
+    CoordinatorProcess::start(
+        dir,
+        &format!("model: {{initial_parameters: init.safetensors}}\nlimits: {{{limits}}}\n"),
+    )
+}
+
 /// Sends `request` on a fresh connection and returns the status line of the answer.
 fn status_line(address: &str, request: &[u8]) -> String {
     answer(address, request)
@@ -204,14 +215,8 @@ fn answer(address: &str, request: &[u8]) -> String {
 #[test]
 fn request_heads_over_the_limits_get_431() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8])]).unwrap();
-    let blob = safetensors::encode(&layout, &[0.5; 32], WireDtype::Fp32, &BTreeMap::new());
-    std::fs::write(dir.path().join("init.safetensors"), blob).unwrap();
-    let coordinator = CoordinatorProcess::start(
-        dir.path(),
-        "model: {initial_parameters: init.safetensors}\n\
-         limits: {max_header_bytes: 16384, max_headers: 20}\n",
-    );
+    let coordinator =
+        coordinator_with_limits(dir.path(), "max_header_bytes: 16384, max_headers: 20");
     let address = coordinator.address().to_string();
     let long_header = format!(
         "GET /status HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
@@ -247,13 +252,9 @@ fn request_heads_over_the_limits_get_431() {
 #[test]
 fn trickled_and_oversized_json_bodies_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8])]).unwrap();
-    let blob = safetensors::encode(&layout, &[0.5; 32], WireDtype::Fp32, &BTreeMap::new());
-    std::fs::write(dir.path().join("init.safetensors"), blob).unwrap();
-    let coordinator = CoordinatorProcess::start(
+    let coordinator = coordinator_with_limits(
         dir.path(),
-        "model: {initial_parameters: init.safetensors}\n\
-         limits: {request_timeout_seconds: 1, max_json_bytes: 1000}\n",
+        "request_timeout_seconds: 1, max_json_bytes: 1000",
     );
     let address = coordinator.address().to_string();
     let started = std::time::Instant::now();
