@@ -4,6 +4,7 @@
 //! or the in-cluster service account); `diloco-operator crd` prints the
 //! CustomResourceDefinition (pipe it to `kubectl apply -f -`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use diloco_operator::context::Context;
 use diloco_operator::leader_election::LeaderElection;
 use diloco_operator::metrics::{self, Metrics};
-use diloco_operator::settings::Settings;
+use diloco_operator::settings::{
+    DEFAULT_COORDINATOR_REPOSITORY, ImageAllowlist, Settings, parse_labels,
+};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +51,31 @@ struct RunArgs {
     /// The cluster's DNS domain (certificate names).
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// Labels of the operator's own pods (`key=value,…`): the only pods of its namespace the
+    /// coordinators' NetworkPolicies admit on the control port.
+    #[arg(
+        long,
+        env = "DILOCO_OPERATOR_POD_LABELS",
+        default_value = "app.kubernetes.io/name=diloco-operator",
+        value_parser = parse_labels
+    )]
+    operator_pod_labels: BTreeMap<String, String>,
+    /// Coordinator images a DiLoCoServer may run: image-name prefixes (`repo` allows
+    /// `repo:tag` and `repo@digest`; `registry/path/` allows everything below it). Repeat the
+    /// flag or separate with commas.
+    #[arg(
+        long = "allowed-image-prefix",
+        env = "DILOCO_ALLOWED_IMAGE_PREFIXES",
+        value_delimiter = ',',
+        default_value = DEFAULT_COORDINATOR_REPOSITORY
+    )]
+    allowed_image_prefixes: Vec<String>,
+    /// Namespace of the cluster DNS pods (the coordinator's only egress).
+    #[arg(long, default_value = "kube-system")]
+    dns_namespace: String,
+    /// Labels of the cluster DNS pods (`key=value,…`).
+    #[arg(long, default_value = "k8s-app=kube-dns", value_parser = parse_labels)]
+    dns_pod_labels: BTreeMap<String, String>,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
@@ -95,7 +123,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(metrics::serve(args.metrics_listen, metrics.clone()));
     let settings = Settings {
         operator_namespace: args.operator_namespace.clone(),
+        operator_pod_labels: args.operator_pod_labels.clone(),
         cluster_domain: args.cluster_domain.clone(),
+        allowed_images: ImageAllowlist::new(args.allowed_image_prefixes.iter().cloned()),
+        dns_namespace: args.dns_namespace.clone(),
+        dns_pod_labels: args.dns_pod_labels.clone(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
