@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::default_true;
 
-/// The persistent volume for the audit log (`audit.log`) and checkpoints.
+/// The persistent volume for the audit log (`audit.jsonl`) and checkpoints.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("!(has(self.storage) && has(self.existingClaim))")
     .message("audit.storage and audit.existingClaim are mutually exclusive"))]
@@ -18,7 +18,9 @@ pub struct AuditSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("audit.storage is immutable: a claim cannot move to another size or class"))]
     pub storage: Option<AuditStorage>,
-    /// Use this PersistentVolumeClaim instead (it must exist in the namespace).
+    /// Use this PersistentVolumeClaim instead. It must exist in the namespace, be labelled
+    /// `diloco.dev/referable: "true"` (its owner's consent to be mounted by the coordinator)
+    /// and not be a claim the operator created for a server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("audit.existingClaim is immutable"))]
     pub existing_claim: Option<String>,

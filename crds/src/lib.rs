@@ -30,6 +30,10 @@ pub const ROTATE_CERTIFICATES_ANNOTATION: &str = "diloco.dev/rotate-certificates
 /// Annotation whose every new value replaces the CA once (the old CA stays trusted until the
 /// leaves are re-issued).
 pub const ROTATE_CA_ANNOTATION: &str = "diloco.dev/rotate-ca";
+/// Label that makes a Secret, PersistentVolumeClaim or ServiceAccount usable from a
+/// `DiLoCoServer` spec (value `"true"`): its owner's consent to have it mounted into a
+/// coordinator. Nothing without it is ever read or mounted on a spec's say-so.
+pub const REFERABLE_LABEL: &str = "diloco.dev/referable";
 /// Label on every child object and on the pods of workers allowed through the default
 /// NetworkPolicies: the name of the `DiLoCoServer`.
 pub const SERVER_LABEL: &str = "diloco.dev/server";

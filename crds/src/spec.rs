@@ -70,10 +70,17 @@ use crate::training::TrainingSpec;
     .message("metrics.port must differ from control.port and bulk.port"))]
 #[x_kube(validation = Rule::new("self.tls.mode != 'disabled' || !self.bulk.enabled || !self.bulk.tls")
     .message("bulk.tls needs tls.mode operator or secret; with tls.mode disabled set bulk.tls and bulk.auth to false"))]
+#[x_kube(validation = Rule::new("self.auth.mode != 'token' || self.tls.mode != 'disabled' || self.insecure.cleartextCredentials")
+    .message("auth.mode token with tls.mode disabled sends the bearer token in clear; enable TLS, or set insecure.cleartextCredentials: true to accept that"))]
+#[x_kube(validation = Rule::new("self.control.service.type == 'ClusterIP' || (self.auth.mode == 'token' && self.tls.mode != 'disabled') || self.insecure.unprotectedExternalService")
+    .message("control.service.type NodePort or LoadBalancer exposes the control plane beyond the cluster: it needs auth.mode token and TLS, or insecure.unprotectedExternalService: true"))]
+#[x_kube(validation = Rule::new("!self.bulk.enabled || self.bulk.service.type == 'ClusterIP' || (self.bulk.tls && self.bulk.auth && self.auth.mode == 'token') || self.insecure.unprotectedExternalService")
+    .message("bulk.service.type NodePort or LoadBalancer exposes the bulk plane beyond the cluster: it needs bulk.tls and bulk.auth (with auth.mode token), or insecure.unprotectedExternalService: true"))]
 #[serde(rename_all = "camelCase")]
 pub struct DiLoCoServerSpec {
     /// Container image of the coordinator, for example
-    /// `ghcr.io/diloco-dev/diloco-coordinator:0.1.0`.
+    /// `ghcr.io/diloco-dev/diloco-coordinator:0.1.0`. It must be one the operator's install
+    /// allows (the chart's `allowedImages`; by default its own coordinator repository).
     #[schemars(length(min = 1))]
     pub image: String,
 
@@ -83,7 +90,9 @@ pub struct DiLoCoServerSpec {
     pub image_pull_policy: Option<ImagePullPolicy>,
 
     /// CPU, memory and GPU (`nvidia.com/gpu`) for the coordinator container. Plan for about
-    /// 12 bytes per parameter plus the encoded downloads and two uploads in flight.
+    /// 12 bytes per parameter plus the encoded downloads and two uploads in flight. Unset:
+    /// requests `cpu: 250m, memory: 512Mi` and a `memory: 4Gi` limit (enough for small
+    /// models only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -116,7 +125,8 @@ pub struct DiLoCoServerSpec {
     pub pod_labels: BTreeMap<String, String>,
 
     /// Run the coordinator under this existing ServiceAccount instead of the one the operator
-    /// creates (`<name>-coordinator`, without API access).
+    /// creates (`<name>-coordinator`). It must be labelled `diloco.dev/referable: "true"` and
+    /// not be one the operator manages; its API token is never mounted either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 
@@ -157,10 +167,30 @@ pub struct DiLoCoServerSpec {
     #[serde(default)]
     pub audit: AuditSpec,
 
+    /// Explicit acknowledgements of set-ups that weaken security; each is refused without its
+    /// flag.
+    #[serde(default)]
+    pub insecure: InsecureSpec,
+
     /// Stop reconciling the server's children (for maintenance). The running coordinator is
     /// left as it is.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// Set-ups that weaken security, allowed only when acknowledged here (docs/security.md).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InsecureSpec {
+    /// Accept `auth.mode: token` with `tls.mode: disabled`: the bearer token crosses the
+    /// network in clear, so anyone on the path can become a worker.
+    #[serde(default)]
+    pub cleartext_credentials: bool,
+    /// Accept a NodePort or LoadBalancer Service in front of a plane that is unauthenticated
+    /// or cleartext (`auth.mode: none`, `tls.mode: disabled`, `bulk.auth` or `bulk.tls`
+    /// false): anyone who reaches the address can read or steer the training.
+    #[serde(default)]
+    pub unprotected_external_service: bool,
 }
 
 /// Where the outer optimizer runs.

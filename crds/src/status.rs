@@ -54,6 +54,10 @@ pub struct SecretNames {
     /// The bearer token (`token`, and `previous-token` during a rotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The admin bearer token (`token`): control actions (`/control/*`) and every worker's
+    /// rights. Give it only to operators of the training run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
     /// The CA certificate and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,

@@ -33,7 +33,7 @@ enum Command {
     /// Print the DiLoCoServer CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("failed to start the async runtime")?
-            .block_on(run(args)),
+            .block_on(run(*args)),
     }
 }
 

@@ -31,6 +31,12 @@ pub mod paths {
     pub const CONFIG_FILE: &str = "/etc/diloco/config/coordinator.yaml";
     /// The bearer token Secret (`token`, `previous-token`, `previous-valid-until`).
     pub const TOKEN_DIR: &str = "/var/run/diloco/token";
+    /// The admin bearer token Secret (same keys).
+    pub const ADMIN_TOKEN_DIR: &str = "/var/run/diloco/admin-token";
+    /// The current client list (`clients.json`), reloaded live by the coordinator.
+    pub const CLIENTS_DIR: &str = "/etc/diloco/clients";
+    /// The dedicated client CA (`tls.clientCASecretRef`).
+    pub const CLIENT_CA_DIR: &str = "/etc/diloco/client-ca";
     /// The server certificate Secret (`tls.crt`, `tls.key`, `ca.crt`).
     pub const TLS_DIR: &str = "/etc/diloco/tls";
     /// The audit and checkpoint volume.
@@ -41,6 +47,8 @@ pub mod paths {
 
 /// Key of the coordinator config in its ConfigMap.
 pub const CONFIG_KEY: &str = "coordinator.yaml";
+/// Key of the client list in its ConfigMap.
+pub const CLIENTS_KEY: &str = "clients.json";
 /// Container, port and volume names in the coordinator pod.
 pub const CONTAINER_NAME: &str = "coordinator";
 pub const CONTROL_PORT_NAME: &str = "control";
@@ -56,12 +64,14 @@ pub enum Component {
     Metrics,
     Egress,
     Token,
+    AdminToken,
     CertificateAuthority,
     ServerCertificate,
     OperatorCertificate,
     WorkerCredentials,
     ClientCredentials,
     Config,
+    Clients,
     State,
 }
 
@@ -75,12 +85,14 @@ impl Component {
             Self::Metrics => "metrics",
             Self::Egress => "egress",
             Self::Token => "token",
+            Self::AdminToken => "admin-token",
             Self::CertificateAuthority => "certificate-authority",
             Self::ServerCertificate => "server-certificate",
             Self::OperatorCertificate => "operator-certificate",
             Self::WorkerCredentials => "worker-credentials",
             Self::ClientCredentials => "client-credentials",
             Self::Config => "config",
+            Self::Clients => "clients",
             Self::State => "state",
         }
     }
@@ -110,6 +122,9 @@ impl ChildNames {
     pub fn token_secret(&self) -> String {
         self.child("token")
     }
+    pub fn admin_token_secret(&self) -> String {
+        self.child("admin-token")
+    }
     pub fn ca_secret(&self) -> String {
         self.child("ca")
     }
@@ -127,6 +142,9 @@ impl ChildNames {
     }
     pub fn config_map(&self) -> String {
         self.child("coordinator-config")
+    }
+    pub fn clients_config_map(&self) -> String {
+        self.child("clients")
     }
     pub fn control_service(&self) -> String {
         self.child("control")

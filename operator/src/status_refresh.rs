@@ -29,6 +29,8 @@ pub const REFRESH_PERIOD: Duration = Duration::from_secs(15);
 struct Target {
     server: Arc<DiLoCoServer>,
     credentials: Credentials,
+    /// The uid of the coordinator Deployment whose pods may be polled.
+    deployment_uid: String,
     /// The coordinator pod's IP, looked up on the first poll after each reconcile.
     address: Option<IpAddr>,
     reported: Option<CoordinatorStatus>,
@@ -46,11 +48,13 @@ impl StatusRefresher {
         &self,
         server: &DiLoCoServer,
         credentials: &Credentials,
+        deployment_uid: &str,
         reported: CoordinatorStatus,
     ) {
         let target = Target {
             server: Arc::new(server.clone()),
             credentials: credentials.clone(),
+            deployment_uid: deployment_uid.to_string(),
             address: None,
             reported: Some(reported),
         };
@@ -81,14 +85,22 @@ impl StatusRefresher {
                 (
                     key.clone(),
                     t.server.clone(),
-                    t.credentials.clone(),
+                    (t.credentials.clone(), t.deployment_uid.clone()),
                     t.address,
                 )
             })
             .collect();
-        for (key, server, credentials, address) in snapshot {
-            let Some((address, status)) = poll(client, &key, &server, &credentials, address).await
-            else {
+        for (key, server, (credentials, deployment_uid), address) in snapshot {
+            let polled = poll(
+                client,
+                &key,
+                &server,
+                &credentials,
+                &deployment_uid,
+                address,
+            )
+            .await;
+            let Some((address, status)) = polled else {
                 // Not answering (restarting, deleted): the reconcile that the pod's or the
                 // server's own change triggers reports why, and tracks it again once ready.
                 self.lock().remove(&key);
@@ -127,13 +139,19 @@ async fn poll(
     (namespace, name): &(String, String),
     server: &DiLoCoServer,
     credentials: &Credentials,
+    deployment_uid: &str,
     address: Option<IpAddr>,
 ) -> Option<(IpAddr, CoordinatorStatus)> {
     let address = match address {
         Some(address) => address,
-        None => coordinator_probe::ready_address(client, namespace, &ChildNames::new(name))
-            .await
-            .ok()?,
+        None => coordinator_probe::ready_address(
+            client,
+            namespace,
+            &ChildNames::new(name),
+            deployment_uid,
+        )
+        .await
+        .ok()?,
     };
     match coordinator_probe::probe_at(server, credentials, namespace, address).await {
         CoordinatorProbe::Reported(status) => Some((address, status)),

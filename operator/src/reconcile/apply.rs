@@ -1,7 +1,8 @@
 //! Apply: server-side apply of every desired child with one field manager (`force`, so the
-//! operator's fields win over hand edits), then deletion of labelled children that are no
-//! longer desired (a plane switched off, a client removed). Claims are never deleted: they
-//! hold the audit log.
+//! operator's fields win over hand edits of its own objects — the ownership step has refused
+//! any name someone else holds), then deletion of labelled children this server controls
+//! that are no longer desired (a plane switched off, a client removed). Claims are never
+//! deleted: they hold the audit log.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::reconcile::build::DesiredObjects;
+use crate::reconcile::ownership::foreign_owner;
 use crate::settings::FIELD_MANAGER;
 
 /// What apply left behind, for the status step.
@@ -28,11 +30,13 @@ pub struct Applied {
 }
 
 /// Applies `desired` in `namespace` and, with `prune`, deletes what the selector finds
-/// beyond it.
+/// beyond it that the server with `uid` controls. The ownership step has made sure no desired
+/// name belongs to anyone else, so `force` only ever overrides hand edits of our own objects.
 pub async fn apply(
     client: &Client,
     namespace: &str,
     selector: &str,
+    uid: &str,
     desired: &DesiredObjects,
     prune_leftovers: bool,
 ) -> Result<Applied> {
@@ -50,12 +54,17 @@ pub async fn apply(
 
     let mut deleted = Vec::new();
     if prune_leftovers {
-        deleted.extend(prune(client, namespace, selector, &desired.network_policies).await?);
-        deleted.extend(prune(client, namespace, selector, &desired.services).await?);
-        deleted.extend(prune(client, namespace, selector, &desired.deployments).await?);
-        deleted.extend(prune(client, namespace, selector, &desired.service_accounts).await?);
-        deleted.extend(prune(client, namespace, selector, &desired.config_maps).await?);
-        deleted.extend(prune(client, namespace, selector, &desired.secrets).await?);
+        let scope = PruneScope {
+            namespace,
+            selector,
+            uid,
+        };
+        deleted.extend(prune(client, &scope, &desired.network_policies).await?);
+        deleted.extend(prune(client, &scope, &desired.services).await?);
+        deleted.extend(prune(client, &scope, &desired.deployments).await?);
+        deleted.extend(prune(client, &scope, &desired.service_accounts).await?);
+        deleted.extend(prune(client, &scope, &desired.config_maps).await?);
+        deleted.extend(prune(client, &scope, &desired.secrets).await?);
     }
     Ok(Applied {
         deployment,
@@ -86,12 +95,14 @@ where
     Ok(applied)
 }
 
-async fn prune<K>(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    desired: &[K],
-) -> Result<Vec<String>>
+/// Where leftovers are looked for, and whose they must be.
+struct PruneScope<'a> {
+    namespace: &'a str,
+    selector: &'a str,
+    uid: &'a str,
+}
+
+async fn prune<K>(client: &Client, scope: &PruneScope<'_>, desired: &[K]) -> Result<Vec<String>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -99,18 +110,20 @@ where
         + DeserializeOwned,
 {
     let keep: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(client.clone(), scope.namespace);
     let kind = K::kind(&());
     // From the API server's watch cache: a slightly stale list can only miss an object that
     // was just created (pruned on the next pass) or list one already gone (404, ignored).
     let existing = api
-        .list_metadata(&ListParams::default().labels(selector).match_any())
+        .list_metadata(&ListParams::default().labels(scope.selector).match_any())
         .await
         .map_err(Error::kube(format!("list {kind}s to prune")))?;
     let mut deleted = Vec::new();
     for object in existing.items {
         let name = object.name_any();
-        if keep.contains(&name) || object.metadata.deletion_timestamp.is_some() {
+        // Labels can be copied by anyone who can create the object; the uid cannot.
+        let ours = foreign_owner(&kind, &object.metadata, scope.uid, None).is_none();
+        if keep.contains(&name) || object.metadata.deletion_timestamp.is_some() || !ours {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {

@@ -1,12 +1,15 @@
-//! The reconcile pipeline for one `DiLoCoServer`: load → validate → credentials (token and
-//! PKI) → build → apply → status. Each step has its own module; this one only strings them
-//! together and publishes events for credential actions.
+//! The reconcile pipeline for one `DiLoCoServer`: load → references (what the spec may
+//! reach) → validate → credentials (tokens and PKI) → build → ownership (no child name taken
+//! by someone else) → apply → status. Each step has its own module; this one only strings
+//! them together and publishes events for credential actions.
 
 pub mod apply;
 pub mod build;
 pub mod certificates;
 pub mod coordinator_probe;
 pub mod load;
+pub mod ownership;
+pub mod references;
 pub mod status;
 pub mod token;
 pub mod validate;
@@ -67,42 +70,34 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
         status::write_status(&ctx.client, server, status::paused_status(server, now)).await?;
         return Ok(Action::await_change());
     }
-    let observed = load::load(&ctx.client, server).await?;
+    let mut observed = load::load(&ctx.client, server).await?;
+    let reachable = references::check(server, &observed.references, &ctx.settings.allowed_images)
+        .and_then(|()| name_conflict(&observed.conflicts));
+    if let Err(invalid) = reachable {
+        return refuse(ctx, server, invalid, now).await;
+    }
+    load::load_referenced_secrets(&ctx.client, server, &mut observed).await?;
     let validated = match validate::validate(server, &observed) {
         Ok(validated) => validated,
-        Err(invalid) => {
-            ctx.events
-                .publish(
-                    server,
-                    EventType::Warning,
-                    invalid.reason,
-                    "Validate",
-                    &invalid.message,
-                )
-                .await;
-            status::write_status(
-                &ctx.client,
-                server,
-                status::invalid_status(server, &invalid, now),
-            )
-            .await?;
-            return Err(if invalid.credentials {
-                Error::MissingSecret(invalid.message)
-            } else {
-                Error::InvalidSpec(invalid.message)
-            });
-        }
+        Err(invalid) => return refuse(ctx, server, invalid, now).await,
     };
 
     let credentials = settle_credentials(server, &observed, &validated, &ctx.settings, now)?;
     let build_ctx = BuildContext::new(server, &ctx.settings)?;
     let desired = build::build(&build_ctx, &credentials)?;
+    let taken =
+        ownership::foreign_children(&ctx.client, server, &desired, &observed.verified_children)
+            .await?;
+    if let Err(invalid) = name_conflict(&taken) {
+        return refuse(ctx, server, invalid, now).await;
+    }
     let names = ChildNames::new(&server.name_any());
     let prune = ctx.needs_prune(server);
     let applied = apply::apply(
         &ctx.client,
         &namespace,
         &names.children_selector(),
+        &server.uid().unwrap_or_default(),
         &desired,
         prune,
     )
@@ -115,6 +110,11 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
         tracing::info!(server = %server.name_any(), %namespace, child = %deleted, "deleted a child that is no longer desired");
     }
 
+    let deployment_uid = applied
+        .deployment
+        .as_ref()
+        .and_then(|d| d.metadata.uid.clone())
+        .unwrap_or_default();
     let available = applied
         .deployment
         .as_ref()
@@ -123,7 +123,14 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
         .unwrap_or(0)
         >= 1;
     let coordinator = if available {
-        coordinator_probe::probe(&ctx.client, server, &credentials, &namespace).await
+        coordinator_probe::probe(
+            &ctx.client,
+            server,
+            &credentials,
+            &namespace,
+            &deployment_uid,
+        )
+        .await
     } else {
         CoordinatorProbe::NotAsked
     };
@@ -142,7 +149,10 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
     let ready = new_status.phase.as_deref() == Some("Ready");
     status::write_status(&ctx.client, server, new_status).await?;
     match reported {
-        Some(reported) if ready => ctx.status_refresh.track(server, &credentials, reported),
+        Some(reported) if ready => {
+            ctx.status_refresh
+                .track(server, &credentials, &deployment_uid, reported)
+        }
         _ => ctx.status_refresh.forget(server),
     }
 
@@ -153,6 +163,57 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
         next = next.min(until);
     }
     Ok(Action::requeue(next))
+}
+
+/// Reports `invalid` (a Warning event and a `Ready=False` condition with its reason) and
+/// ends the reconcile; nothing is applied.
+async fn refuse(
+    ctx: &Context,
+    server: &DiLoCoServer,
+    invalid: validate::Invalid,
+    now: Timestamp,
+) -> Result<Action> {
+    ctx.status_refresh.forget(server);
+    ctx.events
+        .publish(
+            server,
+            EventType::Warning,
+            invalid.reason,
+            "Validate",
+            &invalid.message,
+        )
+        .await;
+    status::write_status(
+        &ctx.client,
+        server,
+        status::invalid_status(server, &invalid, now),
+    )
+    .await?;
+    Err(if invalid.fixed_elsewhere {
+        Error::MissingSecret(invalid.message)
+    } else {
+        Error::InvalidSpec(invalid.message)
+    })
+}
+
+/// `NameConflict` when some child's name is taken by an object that is not this server's.
+fn name_conflict(conflicts: &[ownership::Conflict]) -> Result<(), validate::Invalid> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let list = conflicts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(validate::Invalid::other(
+        "NameConflict",
+        format!(
+            "children of this server would take names that already belong to someone else: \
+             {list}; the operator neither reads nor overwrites them. Rename this DiLoCoServer \
+             (or its tls.clients entry) so its children `<name>-<role>` are free"
+        ),
+    ))
 }
 
 /// The token and certificates this reconcile settles on (minting what is missing or due).
@@ -186,6 +247,18 @@ pub fn settle_credentials(
             random_token,
         )?),
     };
+    // The admin token is always the operator's, also when workers bring their own: a
+    // user-supplied token is shared with every worker and must never grant control.
+    let admin_token = match spec.auth.mode {
+        AuthMode::None => None,
+        AuthMode::Token => Some(token::plan_token(
+            observed.secret(&names.admin_token_secret()),
+            annotations.get(ROTATE_TOKEN_ANNOTATION).map(String::as_str),
+            validated.grace,
+            now,
+            random_token,
+        )?),
+    };
     let tls = match spec.tls.mode {
         TlsMode::Disabled => TlsSource::Disabled,
         TlsMode::Secret => TlsSource::Referenced {
@@ -194,6 +267,11 @@ pub fn settle_credentials(
                 .tls_secret_ref
                 .as_ref()
                 .and_then(|s| secret_strings(s).remove(CA_CERT_KEY)),
+            client_ca_secret: spec
+                .tls
+                .client_ca_secret_ref
+                .as_ref()
+                .map(|r| r.name.clone()),
         },
         TlsMode::Operator => {
             let mut leaves = BTreeMap::new();
@@ -236,7 +314,11 @@ pub fn settle_credentials(
             )?)
         }
     };
-    Ok(Credentials { token, tls })
+    Ok(Credentials {
+        token,
+        admin_token,
+        tls,
+    })
 }
 
 /// The coordinator's certificate names: both Services in every DNS form, the user's
@@ -300,6 +382,9 @@ fn next_credential_change(credentials: &Credentials) -> Vec<Timestamp> {
     if let TokenSource::Owned(plan) = &credentials.token {
         times.extend(plan.previous_valid_until);
     }
+    if let Some(plan) = &credentials.admin_token {
+        times.extend(plan.previous_valid_until);
+    }
     if let TlsSource::Owned(pki) = &credentials.tls {
         times.push(pki.next_change);
     }
@@ -311,30 +396,42 @@ async fn publish_credential_events(
     server: &DiLoCoServer,
     credentials: &Credentials,
 ) {
-    if let TokenSource::Owned(plan) = &credentials.token {
+    let tokens = [
+        match &credentials.token {
+            TokenSource::Owned(plan) => Some((plan, "bearer token", "Token")),
+            _ => None,
+        },
+        credentials
+            .admin_token
+            .as_ref()
+            .map(|plan| (plan, "admin bearer token", "AdminToken")),
+    ];
+    for (plan, what, kind) in tokens.into_iter().flatten() {
         let note = match plan.action {
-            Some(TokenAction::Created) => {
-                Some(("TokenCreated", "minted the bearer token".to_string()))
-            }
+            Some(TokenAction::Created) => Some(("Created", format!("minted the {what}"))),
             Some(TokenAction::Rotated) => Some((
-                "TokenRotated",
+                "Rotated",
                 format!(
-                    "rotated the bearer token; the previous one is accepted until {}",
+                    "rotated the {what}; the previous one is accepted until {}",
                     plan.previous_valid_until
                         .map(|t| t.to_string())
                         .unwrap_or_default()
                 ),
             )),
             Some(TokenAction::PreviousExpired) => Some((
-                "PreviousTokenExpired",
-                "the grace period ended; the previous bearer token was removed".to_string(),
+                "PreviousExpired",
+                format!("the grace period ended; the previous {what} was removed"),
             )),
             None => None,
         };
-        if let Some((reason, message)) = note {
+        if let Some((action, message)) = note {
+            let reason = match action {
+                "PreviousExpired" => format!("Previous{kind}Expired"),
+                _ => format!("{kind}{action}"),
+            };
             tracing::info!(server = %server.name_any(), reason, "{message}");
             ctx.events
-                .publish(server, EventType::Normal, reason, "Credentials", &message)
+                .publish(server, EventType::Normal, &reason, "Credentials", &message)
                 .await;
         }
     }

@@ -113,6 +113,10 @@ pub fn reconciled_status(
     };
     let mut secrets = SecretNames {
         token: token_secret,
+        admin_token: credentials
+            .admin_token
+            .as_ref()
+            .map(|_| names.admin_token_secret()),
         worker_credentials: Some(names.worker_credentials_secret()),
         ..SecretNames::default()
     };

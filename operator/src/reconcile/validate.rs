@@ -4,11 +4,18 @@
 
 use jiff::SignedDuration;
 
-use diloco_crds::{AuthMode, DiLoCoServer, TlsMode, TrainingMode, parse_duration};
+use diloco_crds::{AuthMode, ClientAuth, DiLoCoServer, TlsMode, TrainingMode, parse_duration};
 
-use crate::reconcile::certificates::{Lifetimes, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::reconcile::certificates::{CA_CERT_KEY, Lifetimes, TLS_CERT_KEY, TLS_KEY_KEY};
 use crate::reconcile::load::Observed;
 use crate::reconcile::token::{TOKEN_KEY, secret_strings};
+
+/// A user-supplied token must be at least this long.
+pub const MIN_TOKEN_CHARS: usize = 32;
+/// … use at least this many different characters …
+const MIN_TOKEN_DISTINCT_CHARS: usize = 10;
+/// … and carry at least this much character entropy per character (random hex: ~3.7-4 bits).
+const MIN_TOKEN_BITS_PER_CHAR: f64 = 3.0;
 
 /// Longer durations are refused: they would overflow date arithmetic and mean nothing.
 const LONGEST_DURATION: SignedDuration = SignedDuration::from_hours(100 * 365 * 24);
@@ -31,22 +38,44 @@ pub struct Invalid {
     pub message: String,
     /// Whether it is about credentials (`CredentialsReady=False`) or the spec in general.
     pub credentials: bool,
+    /// Whether another object can fix it (a Secret created or labelled, a name freed), so the
+    /// server is retried soon; otherwise only a spec change does.
+    pub fixed_elsewhere: bool,
 }
 
 impl Invalid {
-    fn spec(message: impl Into<String>) -> Self {
+    /// A spec problem only a spec change fixes.
+    pub fn spec(message: impl Into<String>) -> Self {
+        Self::spec_with_reason("InvalidSpec", message)
+    }
+
+    /// A spec problem with its own reason.
+    pub fn spec_with_reason(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
-            reason: "InvalidSpec",
+            reason,
             message: message.into(),
             credentials: false,
+            fixed_elsewhere: false,
         }
     }
 
-    fn credentials(reason: &'static str, message: impl Into<String>) -> Self {
+    /// A credential Secret that is missing, refused or unusable.
+    pub fn credentials(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
             credentials: true,
+            fixed_elsewhere: true,
+        }
+    }
+
+    /// Another object (a claim, a ServiceAccount, a name) is missing, refused or taken.
+    pub fn other(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            credentials: false,
+            fixed_elsewhere: true,
         }
     }
 }
@@ -92,6 +121,19 @@ pub fn validate(server: &DiLoCoServer, observed: &Observed) -> Result<ValidatedS
              operator's CA",
         ));
     }
+    let np = &spec.network_policy;
+    for (field, peers) in [
+        ("controlFrom", &np.control_from),
+        ("bulkFrom", &np.bulk_from),
+        ("metricsFrom", &np.metrics_from),
+    ] {
+        if peers.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Invalid::spec(format!(
+                "networkPolicy.{field}: an empty list would admit every source; leave it out \
+                 for the defaults or list the peers"
+            )));
+        }
+    }
     if let (AuthMode::Token, Some(reference)) = (spec.auth.mode, &spec.auth.token_secret_ref) {
         let Some(secret) = &observed.token_secret_ref else {
             return Err(Invalid::credentials(
@@ -104,12 +146,12 @@ pub fn validate(server: &DiLoCoServer, observed: &Observed) -> Result<ValidatedS
             ));
         };
         let token = secret_strings(secret).remove(TOKEN_KEY).unwrap_or_default();
-        if token.trim().len() < 16 {
+        if let Err(why) = token_strength(token.trim()) {
             return Err(Invalid::credentials(
                 "TokenSecretInvalid",
                 format!(
-                    "auth.tokenSecretRef: Secret {} needs a `{TOKEN_KEY}` key of at least 16 \
-                     characters",
+                    "auth.tokenSecretRef: the `{TOKEN_KEY}` key of Secret {} {why}; generate one \
+                     with `openssl rand -hex 32`",
                     reference.name
                 ),
             ));
@@ -130,6 +172,117 @@ pub fn validate(server: &DiLoCoServer, observed: &Observed) -> Result<ValidatedS
                 format!("tls.secretName: Secret {name} needs `{TLS_CERT_KEY}` and `{TLS_KEY_KEY}`"),
             ));
         }
+        if let Some(reference) = &spec.tls.client_ca_secret_ref {
+            let has_ca = observed
+                .client_ca_secret_ref
+                .as_ref()
+                .is_some_and(|s| secret_strings(s).contains_key(CA_CERT_KEY));
+            if !has_ca {
+                return Err(Invalid::credentials(
+                    "ClientCASecretInvalid",
+                    format!(
+                        "tls.clientCASecretRef: Secret {} needs a `{CA_CERT_KEY}` key",
+                        reference.name
+                    ),
+                ));
+            }
+        } else if spec.tls.client_auth == ClientAuth::Optional && !data.contains_key(CA_CERT_KEY) {
+            return Err(Invalid::credentials(
+                "TlsSecretInvalid",
+                format!(
+                    "tls.allowedClientNames: client certificates are verified against a CA, but \
+                     Secret {name} has no `{CA_CERT_KEY}`; add it, set tls.clientCASecretRef, or \
+                     set tls.clientAuth none"
+                ),
+            ));
+        }
     }
     Ok(ValidatedSpec { grace, lifetimes })
+}
+
+/// Whether a user-supplied bearer token looks like a secret rather than a word: long enough,
+/// varied, and not a repeated pattern. A heuristic (it cannot tell a passphrase from random
+/// text), but it refuses the guessable tokens people type by hand.
+pub fn token_strength(token: &str) -> Result<(), String> {
+    let chars: Vec<char> = token.chars().collect();
+    if chars.len() < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "has {} characters; at least {MIN_TOKEN_CHARS} are needed",
+            chars.len()
+        ));
+    }
+    if chars.iter().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters".into());
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for c in &chars {
+        *counts.entry(*c).or_insert(0usize) += 1;
+    }
+    if counts.len() < MIN_TOKEN_DISTINCT_CHARS {
+        return Err(format!(
+            "uses only {} different characters; at least {MIN_TOKEN_DISTINCT_CHARS} are needed",
+            counts.len()
+        ));
+    }
+    let total = chars.len() as f64;
+    let bits_per_char: f64 = counts
+        .values()
+        .map(|&n| {
+            let p = n as f64 / total;
+            -p * p.log2()
+        })
+        .sum();
+    if bits_per_char < MIN_TOKEN_BITS_PER_CHAR {
+        return Err(format!(
+            "is too predictable ({bits_per_char:.1} bits per character; at least \
+             {MIN_TOKEN_BITS_PER_CHAR} are needed)"
+        ));
+    }
+    let repeats = (1..=chars.len() / 2).any(|period| {
+        chars.len().is_multiple_of(period) && chars.chunks(period).all(|c| c == &chars[..period])
+    });
+    if repeats {
+        return Err("is a repeated pattern".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_pass_and_guessable_ones_are_refused() {
+        assert_eq!(
+            token_strength(
+                &"0123456789abcdef".repeat(4)[..64]
+                    .chars()
+                    .rev()
+                    .collect::<String>()
+            ),
+            Err("is a repeated pattern".into())
+        );
+        assert!(
+            token_strength("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+                .is_ok()
+        );
+        assert!(token_strength("Xq3-vT9_kLm2pR8sW4zN6bY1cH7dJ5fG").is_ok());
+        let short = token_strength("9f86d081884c7d65").unwrap_err();
+        assert!(short.contains("16 characters"), "{short}");
+        assert!(
+            token_strength(&"a".repeat(40))
+                .unwrap_err()
+                .contains("different characters")
+        );
+        assert!(
+            token_strength("aaaaaaaaaaaaaaaaaaaaaaaaaaaaabcdefghijkl")
+                .unwrap_err()
+                .contains("predictable")
+        );
+        assert!(
+            token_strength("9f86d081884c7d659a2feaa0 55ad015a3bf4f1b")
+                .unwrap_err()
+                .contains("whitespace")
+        );
+    }
 }

@@ -9,9 +9,10 @@ use serde_json::json;
 use diloco_crds::{AuthMode, ClientAuth, Device, TrainingMode, WireDtype};
 
 use crate::error::{Error, Result};
-use crate::names::{CONFIG_KEY, Component, paths};
+use crate::names::{CLIENTS_KEY, CONFIG_KEY, Component, paths};
+use crate::reconcile::build::clients::client_list;
 use crate::reconcile::build::services::endpoints;
-use crate::reconcile::build::{BuildContext, Credentials};
+use crate::reconcile::build::{BuildContext, Credentials, TlsSource};
 
 /// The ConfigMap holding `coordinator.yaml`.
 pub fn coordinator_config(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<ConfigMap> {
@@ -54,14 +55,31 @@ pub fn coordinator_config(ctx: &BuildContext<'_>, credentials: &Credentials) -> 
         AuthMode::Token => json!({"token_dir": paths::TOKEN_DIR}),
         AuthMode::None => json!({"disabled": true}),
     };
+    if credentials.admin_token.is_some() {
+        config["auth"]["admin_token_dir"] = paths::ADMIN_TOKEN_DIR.into();
+    }
+    if client_list(ctx, credentials).is_some() {
+        config["auth"]["clients_file"] = format!("{}/{CLIENTS_KEY}", paths::CLIENTS_DIR).into();
+    }
     if tls {
         let mut files = json!({
             "cert": format!("{}/tls.crt", paths::TLS_DIR),
             "key": format!("{}/tls.key", paths::TLS_DIR),
         });
-        if spec.tls.client_auth == ClientAuth::Optional && credentials.tls.trust_bundle().is_some()
-        {
-            files["client_ca"] = format!("{}/ca.crt", paths::TLS_DIR).into();
+        if spec.tls.client_auth == ClientAuth::Optional {
+            let client_ca = match &credentials.tls {
+                TlsSource::Referenced {
+                    client_ca_secret: Some(_),
+                    ..
+                } => Some(format!("{}/ca.crt", paths::CLIENT_CA_DIR)),
+                _ => credentials
+                    .tls
+                    .trust_bundle()
+                    .map(|_| format!("{}/ca.crt", paths::TLS_DIR)),
+            };
+            if let Some(client_ca) = client_ca {
+                files["client_ca"] = client_ca.into();
+            }
         }
         config["tls"] = files;
     } else {
@@ -75,6 +93,9 @@ pub fn coordinator_config(ctx: &BuildContext<'_>, credentials: &Credentials) -> 
             "tls": tls && spec.bulk.tls,
             "auth": tls && spec.bulk.tls && spec.bulk.auth && spec.auth.mode == AuthMode::Token,
             "advertise_url": endpoints(ctx, tls).bulk,
+            // The spec chose a cleartext bulk plane (`bulk.tls: false` or TLS off): say so
+            // explicitly, or the coordinator refuses a cleartext non-loopback listener.
+            "insecure": !(tls && spec.bulk.tls),
         });
     }
     let yaml = serde_norway::to_string(&config).map_err(|e| Error::Serialize {

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -26,6 +26,7 @@ use crate::names::{
     METRICS_PORT_NAME, paths,
 };
 use crate::pki::hex;
+use crate::reconcile::build::clients::client_list;
 use crate::reconcile::build::{BuildContext, Credentials, TlsSource, TokenSource};
 
 /// The coordinator binary inside the image.
@@ -36,6 +37,14 @@ const RUN_AS_USER: i64 = 65532;
 const TERMINATION_GRACE_SECONDS: i64 = 120;
 /// Mounted credentials readable by the pod's group only.
 const SECRET_FILE_MODE: i32 = 0o440;
+/// Requests and limit when the spec sets no `resources`: enough for small models and the
+/// demo; real models size it from ~12 bytes per parameter (the CRD field says so). A memory
+/// limit keeps a runaway coordinator from taking the node down with it.
+const DEFAULT_CPU_REQUEST: &str = "250m";
+const DEFAULT_MEMORY_REQUEST: &str = "512Mi";
+const DEFAULT_MEMORY_LIMIT: &str = "4Gi";
+/// Scratch space on the node's disk; a full `/tmp` evicts the pod instead of the node.
+const TMP_SIZE_LIMIT: &str = "1Gi";
 
 /// The coordinator Deployment.
 pub fn build_deployment(
@@ -68,7 +77,7 @@ pub fn build_deployment(
         command: Some(vec![COORDINATOR_COMMAND.to_string()]),
         args: Some(vec!["--config".into(), paths::CONFIG_FILE.into()]),
         ports: Some(ports),
-        resources: spec.resources.clone(),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(mounts),
         readiness_probe: Some(health_probe(CONTROL_PORT_NAME, scheme, 5, 3)),
         liveness_probe: Some(health_probe(METRICS_PORT_NAME, "HTTP", 10, 6)),
@@ -198,14 +207,37 @@ fn volumes(ctx: &BuildContext<'_>, credentials: &Credentials) -> (Vec<Volume>, V
         volumes.push(secret_volume("token", secret));
         mounts.push(mount("token", paths::TOKEN_DIR, true));
     }
-    let tls_secret = match &credentials.tls {
-        TlsSource::Owned(_) => Some(ctx.names.server_tls_secret()),
-        TlsSource::Referenced { secret, .. } => Some(secret.clone()),
-        TlsSource::Disabled => None,
+    if credentials.admin_token.is_some() {
+        volumes.push(secret_volume("admin-token", ctx.names.admin_token_secret()));
+        mounts.push(mount("admin-token", paths::ADMIN_TOKEN_DIR, true));
+    }
+    let (tls_secret, client_ca_secret) = match &credentials.tls {
+        TlsSource::Owned(_) => (Some(ctx.names.server_tls_secret()), None),
+        TlsSource::Referenced {
+            secret,
+            client_ca_secret,
+            ..
+        } => (Some(secret.clone()), client_ca_secret.clone()),
+        TlsSource::Disabled => (None, None),
     };
     if let Some(secret) = tls_secret {
         volumes.push(secret_volume("tls", secret));
         mounts.push(mount("tls", paths::TLS_DIR, true));
+    }
+    if let Some(secret) = client_ca_secret {
+        volumes.push(secret_volume("client-ca", secret));
+        mounts.push(mount("client-ca", paths::CLIENT_CA_DIR, true));
+    }
+    if client_list(ctx, credentials).is_some() {
+        volumes.push(Volume {
+            name: "clients".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: ctx.names.clients_config_map(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("clients", paths::CLIENTS_DIR, true));
     }
     let claim = spec
         .audit
@@ -223,11 +255,29 @@ fn volumes(ctx: &BuildContext<'_>, credentials: &Credentials) -> (Vec<Volume>, V
     mounts.push(mount("state", paths::STATE_DIR, false));
     volumes.push(Volume {
         name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(TMP_SIZE_LIMIT.into())),
+            ..EmptyDirVolumeSource::default()
+        }),
         ..Volume::default()
     });
     mounts.push(mount("tmp", paths::TMP_DIR, false));
     (volumes, mounts)
+}
+
+fn default_resources() -> ResourceRequirements {
+    let quantity = |text: &str| Quantity(text.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), quantity(DEFAULT_CPU_REQUEST)),
+            ("memory".to_string(), quantity(DEFAULT_MEMORY_REQUEST)),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            quantity(DEFAULT_MEMORY_LIMIT),
+        )])),
+        ..ResourceRequirements::default()
+    }
 }
 
 fn secret_volume(name: &str, secret: String) -> Volume {

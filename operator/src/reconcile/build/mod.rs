@@ -2,6 +2,7 @@
 //! decided before. Pure — no client, no clock, no randomness — so every object is tested
 //! whole against YAML fixtures.
 
+mod clients;
 mod config;
 mod deployment;
 mod network_policies;
@@ -27,6 +28,7 @@ use crate::reconcile::certificates::PkiPlan;
 use crate::reconcile::token::TokenPlan;
 use crate::settings::Settings;
 
+pub use clients::{ClientRole, build_clients_config_map, client_list};
 pub use config::coordinator_config;
 pub use deployment::{build_deployment, build_service_account, build_state_claim};
 pub use network_policies::build_network_policies;
@@ -66,10 +68,12 @@ pub enum TlsSource {
     Disabled,
     /// The operator's CA and leaves.
     Owned(PkiPlan),
-    /// The user's `kubernetes.io/tls` Secret (`tls.secretName`) and its `ca.crt`, if any.
+    /// The user's `kubernetes.io/tls` Secret (`tls.secretName`) and its `ca.crt`, if any,
+    /// and the Secret with the dedicated client CA (`tls.clientCASecretRef`), if any.
     Referenced {
         secret: String,
         ca_bundle: Option<String>,
+        client_ca_secret: Option<String>,
     },
 }
 
@@ -92,7 +96,11 @@ impl TlsSource {
 /// The credentials a reconcile settled on.
 #[derive(Clone, Debug)]
 pub struct Credentials {
+    /// The workers' bearer token.
     pub token: TokenSource,
+    /// The admin bearer token (control actions), always the operator's own; none without
+    /// authentication.
+    pub admin_token: Option<TokenPlan>,
     pub tls: TlsSource,
 }
 
@@ -157,10 +165,16 @@ pub fn build(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Desire
     } else {
         Vec::new()
     };
+    let mut config_maps = vec![];
+    if let Some(clients) = build_clients_config_map(ctx, credentials)? {
+        config_maps.push(clients);
+    }
+    let deployment = build_deployment(ctx, credentials, &config);
+    config_maps.insert(0, config);
     Ok(DesiredObjects {
         secrets: build_secrets(ctx, credentials)?,
-        deployments: vec![build_deployment(ctx, credentials, &config)],
-        config_maps: vec![config],
+        deployments: vec![deployment],
+        config_maps,
         service_accounts: spec
             .service_account_name
             .is_none()

@@ -1,9 +1,12 @@
 //! NetworkPolicies: the coordinator pods accept connections only on the control, bulk and
-//! metrics ports and only from the configured peers, and may resolve DNS but open no other
-//! outbound connection. One policy per plane, so switching a plane off removes its policy.
+//! metrics ports and only from the configured peers, and may reach the cluster DNS pods but
+//! open no other outbound connection. One policy per plane, so switching a plane off removes
+//! its policy; the metrics port has a policy only when `metricsFrom` names someone (no policy
+//! admits it, so nobody — the kubelet's probes come from the node).
 //!
-//! Default peers: pods of the namespace labelled `diloco.dev/server: <server>` on every port,
-//! plus the operator's namespace on the control port (its status poller).
+//! Default peers: pods of the namespace labelled `diloco.dev/server: <server>` on the control
+//! and bulk ports, plus the operator's own pods (its namespace *and* its pod labels, not the
+//! whole namespace) on the control port for its status poller.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +24,7 @@ use crate::reconcile::build::BuildContext;
 
 /// Label every namespace carries with its own name.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-/// DNS, the one thing the coordinator may reach.
+/// DNS on the cluster DNS pods, the one thing the coordinator may reach.
 const DNS_PORT: i32 = 53;
 
 /// The policies for the planes that are on, plus the egress policy.
@@ -37,6 +40,7 @@ pub fn build_network_policies(ctx: &BuildContext<'_>) -> Vec<NetworkPolicy> {
             NAMESPACE_NAME_LABEL,
             &ctx.settings.operator_namespace,
         )),
+        pod_selector: Some(labels_selector(&ctx.settings.operator_pod_labels)),
         ..NetworkPolicyPeer::default()
     };
     let mut policies = vec![ingress_policy(
@@ -57,19 +61,26 @@ pub fn build_network_policies(ctx: &BuildContext<'_>) -> Vec<NetworkPolicy> {
                 .unwrap_or_else(|| vec![workers.clone()]),
         ));
     }
-    policies.push(ingress_policy(
-        ctx,
-        Component::Metrics,
-        METRICS_PORT_NAME,
-        np.metrics_from.clone().unwrap_or_else(|| vec![workers]),
-    ));
+    // An empty list is refused by the CRD and by validate: as `from` it would admit everyone.
+    if let Some(peers) = np.metrics_from.clone().filter(|p| !p.is_empty()) {
+        policies.push(ingress_policy(
+            ctx,
+            Component::Metrics,
+            METRICS_PORT_NAME,
+            peers,
+        ));
+    }
     policies.push(egress_policy(ctx));
     policies
 }
 
 fn selector(key: &str, value: &str) -> LabelSelector {
+    labels_selector(&BTreeMap::from([(key.to_string(), value.to_string())]))
+}
+
+fn labels_selector(labels: &BTreeMap<String, String>) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(BTreeMap::from([(key.to_string(), value.to_string())])),
+        match_labels: Some(labels.clone()),
         ..LabelSelector::default()
     }
 }
@@ -120,7 +131,14 @@ fn egress_policy(ctx: &BuildContext<'_>) -> NetworkPolicy {
             pod_selector: Some(coordinator_pods(ctx)),
             policy_types: Some(vec!["Egress".into()]),
             egress: Some(vec![NetworkPolicyEgressRule {
-                to: None,
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(selector(
+                        NAMESPACE_NAME_LABEL,
+                        &ctx.settings.dns_namespace,
+                    )),
+                    pod_selector: Some(labels_selector(&ctx.settings.dns_pod_labels)),
+                    ..NetworkPolicyPeer::default()
+                }]),
                 ports: Some(vec![dns("UDP"), dns("TCP")]),
             }]),
             ..NetworkPolicySpec::default()

@@ -1,5 +1,6 @@
-//! The credential Secrets: bearer token, CA, server and client certificates, and the worker
-//! bundles (`token`, `ca.crt`, `endpoints.json`) workers mount.
+//! The credential Secrets: the workers' and the admin bearer tokens, CA, server and client
+//! certificates, and the worker bundles workers mount (`token`, `ca.crt`, `endpoints.json`;
+//! a named client's bundle has its certificate instead of the shared token).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use crate::reconcile::certificates::{
     CA_CERT_KEY, LeafRole, PREVIOUS_CA_VALID_UNTIL_ANNOTATION, StoredLeaf, TLS_CERT_KEY,
     TLS_KEY_KEY,
 };
-use crate::reconcile::token::{ROTATED_AT_ANNOTATION, TOKEN_KEY};
+use crate::reconcile::token::{ROTATED_AT_ANNOTATION, TOKEN_KEY, TokenPlan};
 
 /// Type of the certificate Secrets.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -26,20 +27,19 @@ pub fn build_secrets(ctx: &BuildContext<'_>, credentials: &Credentials) -> Resul
     let names = &ctx.names;
     let mut secrets = Vec::new();
     if let TokenSource::Owned(plan) = &credentials.token {
-        let mut annotations = BTreeMap::new();
-        if let Some(nonce) = &plan.handled_nonce {
-            annotations.insert(HANDLED_NONCE_ANNOTATION.to_string(), nonce.clone());
-        }
-        if let Some(at) = plan.rotated_at {
-            annotations.insert(ROTATED_AT_ANNOTATION.to_string(), at.to_string());
-        }
-        secrets.push(secret(
+        secrets.push(token_secret(
             ctx,
             names.token_secret(),
             Component::Token,
-            "Opaque",
-            annotations,
-            plan.data.clone(),
+            plan,
+        ));
+    }
+    if let Some(plan) = &credentials.admin_token {
+        secrets.push(token_secret(
+            ctx,
+            names.admin_token_secret(),
+            Component::AdminToken,
+            plan,
         ));
     }
     if let TlsSource::Owned(pki) = &credentials.tls {
@@ -77,10 +77,12 @@ pub fn build_secrets(ctx: &BuildContext<'_>, credentials: &Credentials) -> Resul
                     Component::OperatorCertificate,
                     BTreeMap::new(),
                 ),
+                // The certificate is the credential: the shared bearer token would let a
+                // removed client go on as an anonymous worker.
                 LeafRole::Client(client) => (
                     names.client_secret(client),
                     Component::ClientCredentials,
-                    worker_bundle(ctx, credentials)?,
+                    worker_bundle(ctx, credentials, false)?,
                 ),
             };
             let mut data = extra;
@@ -103,18 +105,44 @@ pub fn build_secrets(ctx: &BuildContext<'_>, credentials: &Credentials) -> Resul
         Component::WorkerCredentials,
         "Opaque",
         BTreeMap::new(),
-        worker_bundle(ctx, credentials)?,
+        worker_bundle(ctx, credentials, true)?,
     ));
     Ok(secrets)
 }
 
-/// What every worker needs: the token, the CA bundle and where to connect.
+/// A bearer token Secret the operator owns, with its rotation annotations.
+fn token_secret(
+    ctx: &BuildContext<'_>,
+    name: String,
+    component: Component,
+    plan: &TokenPlan,
+) -> Secret {
+    let mut annotations = BTreeMap::new();
+    if let Some(nonce) = &plan.handled_nonce {
+        annotations.insert(HANDLED_NONCE_ANNOTATION.to_string(), nonce.clone());
+    }
+    if let Some(at) = plan.rotated_at {
+        annotations.insert(ROTATED_AT_ANNOTATION.to_string(), at.to_string());
+    }
+    secret(
+        ctx,
+        name,
+        component,
+        "Opaque",
+        annotations,
+        plan.data.clone(),
+    )
+}
+
+/// What a worker needs: the CA bundle, where to connect, and (`with_token`) the token.
 fn worker_bundle(
     ctx: &BuildContext<'_>,
     credentials: &Credentials,
+    with_token: bool,
 ) -> Result<BTreeMap<String, String>> {
     let mut data = BTreeMap::new();
     match &credentials.token {
+        _ if !with_token => {}
         TokenSource::Disabled => {}
         TokenSource::Owned(plan) => {
             data.insert(TOKEN_KEY.to_string(), plan.token().to_string());

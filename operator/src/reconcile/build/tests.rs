@@ -16,6 +16,7 @@ use crate::reconcile::certificates::{LeafRole, PkiPlan, StoredCa, StoredLeaf};
 use crate::reconcile::token::TokenPlan;
 
 const TOKEN: &str = "fixture-token-0123456789abcdef";
+const ADMIN_TOKEN: &str = "fixture-admin-token-fedcba9876543210";
 
 fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -71,15 +72,20 @@ fn owned_pki(clients: &[&str]) -> PkiPlan {
     }
 }
 
+fn token_plan(token: &str) -> TokenPlan {
+    TokenPlan {
+        data: BTreeMap::from([("token".to_string(), token.to_string())]),
+        handled_nonce: Some("nonce-1".into()),
+        rotated_at: None,
+        previous_valid_until: None,
+        action: None,
+    }
+}
+
 fn owned_credentials() -> Credentials {
     Credentials {
-        token: TokenSource::Owned(TokenPlan {
-            data: BTreeMap::from([("token".to_string(), TOKEN.to_string())]),
-            handled_nonce: Some("nonce-1".into()),
-            rotated_at: None,
-            previous_valid_until: None,
-            action: None,
-        }),
+        token: TokenSource::Owned(token_plan(TOKEN)),
+        admin_token: Some(token_plan(ADMIN_TOKEN)),
         tls: TlsSource::Owned(owned_pki(&[])),
     }
 }
@@ -125,17 +131,22 @@ fn a_minimal_server_gets_every_child_labelled_and_owned() {
         names(&desired.secrets),
         [
             "llm-token",
+            "llm-admin-token",
             "llm-ca",
             "llm-server-tls",
             "llm-operator-client-tls",
             "llm-worker-credentials"
         ]
     );
-    assert_eq!(names(&desired.config_maps), ["llm-coordinator-config"]);
+    assert_eq!(
+        names(&desired.config_maps),
+        ["llm-coordinator-config", "llm-clients"]
+    );
     assert_eq!(names(&desired.services), ["llm-control", "llm-bulk"]);
+    // No metrics policy without `metricsFrom`: no policy admits the port, so nobody may.
     assert_eq!(
         names(&desired.network_policies),
-        ["llm-control", "llm-bulk", "llm-metrics", "llm-egress"]
+        ["llm-control", "llm-bulk", "llm-egress"]
     );
     assert_eq!(names(&desired.service_accounts), ["llm-coordinator"]);
     assert_eq!(names(&desired.deployments), ["llm-coordinator"]);
@@ -210,10 +221,190 @@ fn everything_server_matches_its_fixture() {
             secret: "my-token".into(),
             token: TOKEN.into(),
         },
+        admin_token: Some(token_plan(ADMIN_TOKEN)),
         tls: TlsSource::Owned(owned_pki(&["site-a"])),
     };
     let desired = built(&server, &credentials);
     assert_golden("everything-children.yaml", &desired_json(&desired));
+}
+
+fn secret_data(desired: &DesiredObjects, name: &str) -> BTreeMap<String, String> {
+    let secret = desired
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name));
+    secret
+        .unwrap_or_else(|| panic!("no Secret {name}"))
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.0.clone()).unwrap()))
+        .collect()
+}
+
+fn config_map_text(desired: &DesiredObjects, name: &str, key: &str) -> String {
+    let map = desired
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(name));
+    map.unwrap_or_else(|| panic!("no ConfigMap {name}"))
+        .data
+        .as_ref()
+        .unwrap()[key]
+        .clone()
+}
+
+/// A named client authenticates with its certificate alone: its bundle has no bearer token,
+/// so removing it from `tls.clients` (and so from the client list) really locks it out.
+#[test]
+fn a_named_clients_bundle_carries_its_certificate_but_no_bearer_token() {
+    let mut server = server("minimal.yaml");
+    server.spec.tls.clients = vec![diloco_crds::TlsClient {
+        name: "site-a".into(),
+    }];
+    let mut credentials = owned_credentials();
+    credentials.tls = TlsSource::Owned(owned_pki(&["site-a"]));
+    let desired = built(&server, &credentials);
+    let bundle = secret_data(&desired, "llm-client-site-a");
+    assert_eq!(
+        bundle.keys().collect::<Vec<_>>(),
+        ["ca.crt", "endpoints.json", "tls.crt", "tls.key"]
+    );
+    assert!(
+        !bundle
+            .values()
+            .any(|v| v.contains(TOKEN) || v.contains(ADMIN_TOKEN))
+    );
+    assert_eq!(
+        secret_data(&desired, "llm-worker-credentials")["token"],
+        TOKEN
+    );
+    let clients: serde_json::Value =
+        serde_json::from_str(&config_map_text(&desired, "llm-clients", "clients.json")).unwrap();
+    assert_eq!(
+        clients,
+        serde_json::json!({"clients": [
+            {"name": "diloco-operator", "role": "admin"},
+            {"name": "site-a", "role": "worker"},
+        ]})
+    );
+}
+
+/// The admin token is a Secret of its own, mounted for the coordinator and never in a
+/// worker's bundle.
+#[test]
+fn the_admin_token_is_mounted_and_never_bundled() {
+    let desired = built(&server("minimal.yaml"), &owned_credentials());
+    assert_eq!(
+        secret_data(&desired, "llm-admin-token")["token"],
+        ADMIN_TOKEN
+    );
+    let bundles = serde_json::to_string(
+        &desired
+            .secrets
+            .iter()
+            .filter(|s| s.metadata.name.as_deref() != Some("llm-admin-token"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(!bundles.contains(&base64_of(ADMIN_TOKEN)), "{bundles}");
+    let config = config_map_text(&desired, "llm-coordinator-config", "coordinator.yaml");
+    assert!(
+        config.contains("admin_token_dir: /var/run/diloco/admin-token"),
+        "{config}"
+    );
+    assert!(
+        config.contains("clients_file: /etc/diloco/clients/clients.json"),
+        "{config}"
+    );
+}
+
+fn base64_of(text: &str) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `tls.mode: secret` with a dedicated client CA: it is mounted and is the one client
+/// certificates must chain to; named clients become the client list.
+#[test]
+fn a_dedicated_client_ca_is_mounted_and_verifies_clients() {
+    let mut server = server("minimal.yaml");
+    server.spec.tls.mode = diloco_crds::TlsMode::Secret;
+    server.spec.tls.secret_name = Some("cert-manager-tls".into());
+    server.spec.tls.allowed_client_names = Some(vec![diloco_crds::ClientName("site-b".into())]);
+    let mut credentials = owned_credentials();
+    credentials.tls = TlsSource::Referenced {
+        secret: "cert-manager-tls".into(),
+        ca_bundle: Some(keyed("issuer").cert_pem),
+        client_ca_secret: Some("clients-ca".into()),
+    };
+    let desired = built(&server, &credentials);
+    let config = config_map_text(&desired, "llm-coordinator-config", "coordinator.yaml");
+    assert!(
+        config.contains("client_ca: /etc/diloco/client-ca/ca.crt"),
+        "{config}"
+    );
+    let pod = desired.deployments[0].spec.template.spec.as_ref().unwrap();
+    let client_ca = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "client-ca")
+        .unwrap();
+    assert_eq!(
+        client_ca.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("clients-ca")
+    );
+    let clients = config_map_text(&desired, "llm-clients", "clients.json");
+    assert!(
+        clients.contains("\"site-b\"") && !clients.contains("diloco-operator"),
+        "{clients}"
+    );
+}
+
+/// A cleartext bulk plane is something the spec chose; the coordinator is told so explicitly.
+#[test]
+fn a_cleartext_bulk_plane_is_acknowledged_in_the_config() {
+    let mut server = server("minimal.yaml");
+    let secure = config_map_text(
+        &built(&server, &owned_credentials()),
+        "llm-coordinator-config",
+        "coordinator.yaml",
+    );
+    assert!(secure.contains("insecure: false"), "{secure}");
+    server.spec.bulk.tls = false;
+    server.spec.bulk.auth = false;
+    let clear = config_map_text(
+        &built(&server, &owned_credentials()),
+        "llm-coordinator-config",
+        "coordinator.yaml",
+    );
+    assert!(clear.contains("insecure: true"), "{clear}");
+}
+
+#[test]
+fn metrics_from_gets_a_policy_of_its_own() {
+    let mut server = server("minimal.yaml");
+    server.spec.network_policy.metrics_from = Some(vec![
+        serde_json::from_value(
+            serde_json::json!({"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}),
+        )
+        .unwrap(),
+    ]);
+    let desired = built(&server, &owned_credentials());
+    let metrics = desired
+        .network_policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("llm-metrics"))
+        .unwrap();
+    let json = serde_json::to_string(metrics).unwrap();
+    assert!(
+        json.contains("monitoring") && json.contains("\"metrics\""),
+        "{json}"
+    );
 }
 
 fn desired_json(desired: &DesiredObjects) -> serde_json::Value {
@@ -236,7 +427,7 @@ fn switching_the_bulk_plane_off_drops_its_service_policy_port_and_config() {
     assert_eq!(names(&desired.services), ["llm-control"]);
     assert_eq!(
         names(&desired.network_policies),
-        ["llm-control", "llm-metrics", "llm-egress"]
+        ["llm-control", "llm-egress"]
     );
     let json = serde_json::to_string(&desired.deployments).unwrap();
     assert!(!json.contains("\"bulk\""), "{json}");
@@ -283,6 +474,7 @@ fn tls_disabled_and_auth_none_give_a_plain_coordinator() {
     server.spec.bulk.auth = false;
     let credentials = Credentials {
         token: TokenSource::Disabled,
+        admin_token: None,
         tls: TlsSource::Disabled,
     };
     let desired = built(&server, &credentials);
@@ -305,7 +497,7 @@ fn tls_disabled_and_auth_none_give_a_plain_coordinator() {
 fn no_credential_leaks_into_the_deployment_or_config() {
     let desired = built(&server("minimal.yaml"), &owned_credentials());
     let visible = serde_json::to_string(&(&desired.deployments, &desired.config_maps)).unwrap();
-    assert!(!visible.contains(TOKEN));
+    assert!(!visible.contains(TOKEN) && !visible.contains(ADMIN_TOKEN));
     assert!(!visible.contains("PRIVATE KEY"));
 }
 
@@ -314,7 +506,7 @@ fn debug_output_of_credentials_never_shows_a_token_or_key() {
     let mut credentials = owned_credentials();
     let shown = format!("{credentials:?}");
     assert!(
-        !shown.contains(TOKEN) && !shown.contains("PRIVATE KEY"),
+        !shown.contains(TOKEN) && !shown.contains(ADMIN_TOKEN) && !shown.contains("PRIVATE KEY"),
         "{shown}"
     );
     credentials.token = TokenSource::Referenced {
