@@ -8,6 +8,10 @@ use std::time::Duration;
 use crate::processes::announced_line;
 use crate::workspace_binary;
 
+/// Coordinator images the tests' operators allow: the test names (`diloco-coordinator:test`)
+/// and the chart's repository (the demo and examples).
+pub const TEST_IMAGE_PREFIXES: &str = "diloco-coordinator,ghcr.io/diloco-dev/diloco-coordinator";
+
 /// A running operator.
 pub struct OperatorProcess {
     child: Child,
@@ -37,6 +41,9 @@ impl OperatorProcess {
             .args(["--metrics-listen", "127.0.0.1:0", "--log", "info,kube=warn"])
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
+            // The images the tests' servers name (`--allowed-image-prefix` in `extra_args`
+            // overrides it).
+            .env("DILOCO_ALLOWED_IMAGE_PREFIXES", TEST_IMAGE_PREFIXES)
             .env_remove("POD_NAMESPACE")
             .env_remove("DILOCO_WATCH_NAMESPACE")
             .stdout(Stdio::piped())

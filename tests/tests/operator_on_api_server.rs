@@ -189,10 +189,10 @@ async fn the_example_gets_every_child_with_its_content_within_ten_seconds() {
         Duration::from_secs(10),
         "every child of the example",
         || async {
-            let complete = world.children::<Secret>("llm").await.len() == 5
-                && world.children::<ConfigMap>("llm").await.len() == 1
+            let complete = world.children::<Secret>("llm").await.len() == 6
+                && world.children::<ConfigMap>("llm").await.len() == 2
                 && world.children::<Service>("llm").await.len() == 2
-                && world.children::<NetworkPolicy>("llm").await.len() == 4
+                && world.children::<NetworkPolicy>("llm").await.len() == 3
                 && world.children::<ServiceAccount>("llm").await.len() == 1
                 && world.children::<PersistentVolumeClaim>("llm").await.len() == 1
                 && world.children::<Deployment>("llm").await.len() == 1;
@@ -208,6 +208,7 @@ async fn the_example_gets_every_child_with_its_content_within_ten_seconds() {
     assert_eq!(
         world.children::<Secret>("llm").await,
         sorted(&[
+            "llm-admin-token",
             "llm-ca",
             "llm-operator-client-tls",
             "llm-server-tls",
@@ -217,16 +218,24 @@ async fn the_example_gets_every_child_with_its_content_within_ten_seconds() {
     );
     assert_eq!(
         world.children::<NetworkPolicy>("llm").await,
-        sorted(&["llm-bulk", "llm-control", "llm-egress", "llm-metrics"])
+        sorted(&["llm-bulk", "llm-control", "llm-egress"]),
+        "no metrics policy: nobody may scrape until metricsFrom says who"
     );
     let token = world.secret_data("llm-token").await.unwrap();
     assert_eq!(token["token"].len(), 64, "a 256-bit hex token");
+    let admin = world.secret_data("llm-admin-token").await.unwrap();
+    assert_eq!(admin["token"].len(), 64, "a 256-bit hex admin token");
+    assert_ne!(admin["token"], token["token"]);
     let tls = world.api::<Secret>().get("llm-server-tls").await.unwrap();
     assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
     let tls_keys: Vec<_> = tls.data.unwrap().into_keys().collect();
     assert_eq!(tls_keys, ["ca.crt", "tls.crt", "tls.key"]);
     let bundle = world.secret_data("llm-worker-credentials").await.unwrap();
     assert_eq!(bundle["token"], token["token"]);
+    assert!(
+        !bundle.values().any(|v| v.contains(&admin["token"])),
+        "workers never get the admin token"
+    );
     let endpoints: serde_json::Value = serde_json::from_str(&bundle["endpoints.json"]).unwrap();
     let ns = &world.namespace;
     assert_eq!(
@@ -320,8 +329,8 @@ async fn secrets_snapshot(world: &World) -> SecretSnapshot {
 async fn a_restarted_operator_changes_no_secret() {
     let mut world = World::new("op-restart").await;
     world.apply("llm", json!({}), example_spec()).await;
-    wait_until(Duration::from_secs(10), "the five Secrets", || async {
-        (secrets_snapshot(&world).await.len() == 5).then_some(())
+    wait_until(Duration::from_secs(10), "the six Secrets", || async {
+        (secrets_snapshot(&world).await.len() == 6).then_some(())
     })
     .await;
     // Let the first reconciles settle (status, the Deployment's first status).
@@ -425,8 +434,8 @@ async fn a_new_rotate_token_value_rotates_once_with_a_grace_period() {
 async fn switching_off_the_bulk_plane_and_network_policies_removes_their_children() {
     let world = World::new("op-shrink").await;
     world.apply("llm", json!({}), example_spec()).await;
-    wait_until(Duration::from_secs(10), "four NetworkPolicies", || async {
-        (world.children::<NetworkPolicy>("llm").await.len() == 4).then_some(())
+    wait_until(Duration::from_secs(10), "three NetworkPolicies", || async {
+        (world.children::<NetworkPolicy>("llm").await.len() == 3).then_some(())
     })
     .await;
     let mut spec = example_spec();
@@ -484,9 +493,10 @@ async fn a_missing_token_secret_is_reported_then_picked_up() {
     );
     assert!(world.children::<Deployment>("llm").await.is_empty());
 
-    let token = "a-team-token-of-sufficient-length";
+    let token = "Xq3-vT9_kLm2pR8sW4zN6bY1cH7dJ5fG-team";
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "team-token"},
+        // The owner's consent to be used by a DiLoCoServer (docs/security.md).
+        "metadata": {"name": "team-token", "labels": {"diloco.dev/referable": "true"}},
         "stringData": {"token": token},
     }))
     .unwrap();
@@ -514,7 +524,11 @@ async fn a_missing_token_secret_is_reported_then_picked_up() {
         user_secret.metadata.owner_references.is_none(),
         "the user's Secret is never written"
     );
-    assert!(user_secret.metadata.labels.is_none());
+    assert_eq!(
+        user_secret.metadata.labels.unwrap().len(),
+        1,
+        "only the user's own label"
+    );
 }
 
 #[tokio::test]
