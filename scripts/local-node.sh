@@ -492,6 +492,10 @@ node_up() {
         host "$NODE_ADDRESS:$KUBELET_PORT" "$NODE/netns" "127.0.0.1:$KUBELET_PORT"
     wait_for "the namespace forwarder" 10 netns-forward grep -q listening "$DIR/netns-forward.log"
 
+    # RBAC, the kubernetes endpoint and the add-ons first: kube-router and CoreDNS start with
+    # their permissions in place.
+    node_apply_addons
+
     node_start containerd containerd --config "$NODE/containerd.toml"
     wait_for "containerd" 20 containerd ctr --address "$CONTAINERD_SOCK" version
     local name archive
@@ -515,7 +519,6 @@ node_up() {
         --enable-cni=false --enable-ipv6=false --service-cluster-ip-range "$SERVICE_CIDR" \
         --health-port 20244 --metrics-port 0
 
-    node_apply_addons
     start local-path-provisioner "$LOCAL_PATH_PROVISIONER_DIR/bin/local-path-provisioner" start \
         --kubeconfig "$NODE/local-path-provisioner.kubeconfig" --namespace local-path-storage \
         --config "$NODE/local-path-config.json" --helper-pod-file "$NODE/local-path-helper-pod.yaml" \
