@@ -54,6 +54,7 @@ node_start() {
         exec setsid nsenter --target "$(cat "$NODE/namespace.pid")" --net --mount -- "$@"
     ) </dev/null >"$DIR/$name.log" 2>&1 &
     echo $! >"$DIR/$name.pid"
+    disown $!
 }
 
 # node_exec COMMAND...: runs COMMAND in the node's namespaces and waits for it.
@@ -245,6 +246,7 @@ node_namespace_up() {
             bash -c "$NAMESPACE_SETUP" diloco-node-namespace "$NODE" "$NODE_IP" "${SHIELDED_SYSCTLS[@]}"
     ) </dev/null >"$DIR/node-namespace.log" 2>&1 &
     echo $! >"$NODE/namespace.pid"
+    disown $!
     cp "$NODE/namespace.pid" "$DIR/node-namespace.pid"
     wait_for "the node's namespaces" 10 node-namespace test -f "$NODE/namespace.ready"
     ln -sfn "/proc/$(cat "$NODE/namespace.pid")/ns/net" "$NODE/netns"
@@ -514,10 +516,6 @@ node_up() {
         --kubeconfig "$NODE/kubelet.kubeconfig" --root-dir "$NODE/kubelet" --cert-dir "$NODE/kubelet/pki" \
         --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
     node_start kube-proxy "$bin/kube-proxy" --config "$NODE/kube-proxy.yaml"
-    node_start kube-router "$KUBE_ROUTER_DIR/bin/kube-router" --kubeconfig "$NODE/kube-router.kubeconfig" \
-        --hostname-override "$NODE_NAME" --run-firewall=true --run-router=false --run-service-proxy=false \
-        --enable-cni=false --enable-ipv6=false --service-cluster-ip-range "$SERVICE_CIDR" \
-        --health-port 20244 --metrics-port 0
 
     start local-path-provisioner "$LOCAL_PATH_PROVISIONER_DIR/bin/local-path-provisioner" start \
         --kubeconfig "$NODE/local-path-provisioner.kubeconfig" --namespace local-path-storage \
@@ -525,6 +523,11 @@ node_up() {
         --helper-image "$IMAGE_HELPER" --service-account-name local-path-provisioner-service-account
 
     wait_for "the node to be Ready" 40 kubelet node_node_ready
+    # kube-router looks its Node up once at start: only now does it exist.
+    node_start kube-router "$KUBE_ROUTER_DIR/bin/kube-router" --kubeconfig "$NODE/kube-router.kubeconfig" \
+        --hostname-override "$NODE_NAME" --run-firewall=true --run-router=false --run-service-proxy=false \
+        --enable-cni=false --enable-ipv6=false --service-cluster-ip-range "$SERVICE_CIDR" \
+        --health-port 20244 --metrics-port 0
     wait_for "kube-proxy" 20 kube-proxy node_exec curl -sf http://127.0.0.1:10256/healthz
     wait_for "kube-router" 30 kube-router node_exec curl -sf http://127.0.0.1:20244/healthz
     check_alive kube-scheduler
@@ -543,7 +546,7 @@ our_pid() {
     [[ -f $DIR/$name.pid ]] || return 1
     pid=$(cat "$DIR/$name.pid")
     [[ $pid == "$$" || $pid == "$PPID" ]] && return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR" || return 1
+    { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$DIR" || return 1
     echo "$pid"
 }
 
