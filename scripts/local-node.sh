@@ -469,6 +469,7 @@ node_node_ready() {
 }
 
 node_up() {
+    ((EUID == 0)) || die "--node needs root (network and mount namespaces, cgroups, iptables)"
     "$REPO_ROOT/scripts/bootstrap" node >/dev/null
     # The node's own images (pause, CoreDNS, the provisioner's helper), built once and cached.
     local images
