@@ -219,11 +219,14 @@ EOF
 # /var/log/containers, shielded sysctls), then sleeps until `down`.
 NAMESPACE_SETUP='
 set -eu
-node=$1 node_ip=$2
-shift 2
+node=$1 node_ip=$2 service_cidr=$3
+shift 3
 ip link set lo up
 # The node address lives on the namespace loopback (not every kernel has dummy interfaces).
 ip addr add "$node_ip/32" dev lo
+# A route for Service IPs, so connections the node itself opens to a ClusterIP reach the
+# DNAT of kube-proxy (locally sent packets need a route before NAT); nothing leaves the machine.
+ip route add "$service_cidr" dev lo src "$node_ip"
 sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
 mount -t tmpfs -o mode=0755 diloco-node-run /run
 mount --bind "$node/var-lib-cni" /var/lib/cni
@@ -243,7 +246,8 @@ node_namespace_up() {
     (
         node_cgroup_join "$BASHPID"
         exec setsid unshare --net --mount --propagation slave -- \
-            bash -c "$NAMESPACE_SETUP" diloco-node-namespace "$NODE" "$NODE_IP" "${SHIELDED_SYSCTLS[@]}"
+            bash -c "$NAMESPACE_SETUP" diloco-node-namespace "$NODE" "$NODE_IP" "$SERVICE_CIDR" \
+            "${SHIELDED_SYSCTLS[@]}"
     ) </dev/null >"$DIR/node-namespace.log" 2>&1 &
     echo $! >"$NODE/namespace.pid"
     disown $!
