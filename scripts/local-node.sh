@@ -57,6 +57,19 @@ node_start() {
     disown $!
 }
 
+# node_start_on_host NAME COMMAND...: like start (the host's namespaces), inside the node's
+# cgroup, so `down` finds it even without its PID file.
+node_start_on_host() {
+    local name=$1
+    shift
+    (
+        node_cgroup_join "$BASHPID"
+        exec setsid "$@"
+    ) </dev/null >"$DIR/$name.log" 2>&1 &
+    echo $! >"$DIR/$name.pid"
+    disown $!
+}
+
 # node_exec COMMAND...: runs COMMAND in the node's namespaces and waits for it.
 node_exec() {
     nsenter --target "$(cat "$NODE/namespace.pid")" --net --mount -- "$@"
@@ -493,7 +506,7 @@ node_up() {
     node_cgroups_create
     node_namespace_up
 
-    start netns-forward "$REPO_ROOT/scripts/netns-forward" \
+    node_start_on_host netns-forward "$REPO_ROOT/scripts/netns-forward" \
         "$NODE/netns" "127.0.0.1:$API_PORT" host "127.0.0.1:$API_PORT" \
         "$NODE/netns" "$NODE_IP:$API_PORT" host "127.0.0.1:$API_PORT" \
         host "$NODE_ADDRESS:$KUBELET_PORT" "$NODE/netns" "127.0.0.1:$KUBELET_PORT"
@@ -511,7 +524,7 @@ node_up() {
             || die "could not import $archive into the node's containerd"
     done <<<"$images"
 
-    start kube-scheduler "$bin/kube-scheduler" \
+    node_start_on_host kube-scheduler "$bin/kube-scheduler" \
         --kubeconfig "$NODE/kube-scheduler.kubeconfig" \
         --authentication-kubeconfig "$NODE/kube-scheduler.kubeconfig" \
         --authorization-kubeconfig "$NODE/kube-scheduler.kubeconfig" \
@@ -522,7 +535,7 @@ node_up() {
         --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
     node_start kube-proxy "$bin/kube-proxy" --config "$NODE/kube-proxy.yaml"
 
-    start local-path-provisioner "$LOCAL_PATH_PROVISIONER_DIR/bin/local-path-provisioner" start \
+    node_start_on_host local-path-provisioner "$LOCAL_PATH_PROVISIONER_DIR/bin/local-path-provisioner" start \
         --kubeconfig "$NODE/local-path-provisioner.kubeconfig" --namespace local-path-storage \
         --config "$NODE/local-path-config.json" --helper-pod-file "$NODE/local-path-helper-pod.yaml" \
         --helper-image "$IMAGE_HELPER" --service-account-name local-path-provisioner-service-account
