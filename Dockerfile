@@ -9,10 +9,17 @@
 # 2.13.0 exactly). The coordinator links the CUDA build of libtorch from PyPI; on a GPU node the
 # NVIDIA container toolkit supplies the driver, elsewhere it runs on CPU. Both run as the
 # unprivileged user 65532 with nothing writable but their mounted volumes.
+#
+# BINARIES picks where the binaries and libtorch come from. `build` (the default) compiles them
+# in the `build` stage above. `prebuilt` takes them from the build context instead: `out/`
+# with the binaries and `site-packages/` with `torch/lib` (and `nvidia/`), as laid out by
+# `scripts/images build`, which builds on the host and runs the same runtime stages with
+# buildah (docs/local-node.md). Only the stages a target needs are built.
 
 ARG RUST_VERSION=1.89
 ARG PYTHON_VERSION=3.11
 ARG TORCH_VERSION=2.13.0
+ARG BINARIES=build
 
 # libtorch, from the same PyPI wheel the project builds and tests against.
 FROM python:${PYTHON_VERSION}-slim-bookworm AS torch
@@ -33,9 +40,17 @@ RUN cargo build --release --locked -p diloco-operator -p diloco-coordinator --bi
     && install -D target/release/diloco-operator /out/diloco-operator \
     && install -D target/release/diloco-coordinator /out/diloco-coordinator
 
+# Binaries built outside the image build (BINARIES=prebuilt), from the build context.
+FROM scratch AS prebuilt
+ARG PYTHON_VERSION
+COPY out/ /out/
+COPY site-packages/ /opt/venv/lib/python${PYTHON_VERSION}/site-packages/
+
+FROM ${BINARIES} AS binaries
+
 # The operator: one binary without libtorch on a minimal glibc base, non-root.
 FROM gcr.io/distroless/cc-debian12:nonroot AS operator
-COPY --from=build /out/diloco-operator /usr/local/bin/diloco-operator
+COPY --from=binaries /out/diloco-operator /usr/local/bin/diloco-operator
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/diloco-operator"]
 CMD ["run"]
@@ -43,9 +58,11 @@ CMD ["run"]
 # The coordinator: the binary plus libtorch and the CUDA libraries the wheel depends on.
 FROM debian:bookworm-slim AS coordinator
 ARG PYTHON_VERSION
-COPY --from=torch /opt/venv/lib/python${PYTHON_VERSION}/site-packages/torch/lib /opt/venv/lib/python${PYTHON_VERSION}/site-packages/torch/lib
-COPY --from=torch /opt/venv/lib/python${PYTHON_VERSION}/site-packages/nvidia /opt/venv/lib/python${PYTHON_VERSION}/site-packages/nvidia
-COPY --from=build /out/diloco-coordinator /usr/local/bin/diloco-coordinator
+COPY --from=binaries /opt/venv/lib/python${PYTHON_VERSION}/site-packages/torch/lib /opt/venv/lib/python${PYTHON_VERSION}/site-packages/torch/lib
+COPY --from=binaries /opt/venv/lib/python${PYTHON_VERSION}/site-packages/nvidia /opt/venv/lib/python${PYTHON_VERSION}/site-packages/nvidia
+COPY --from=binaries /out/diloco-coordinator /usr/local/bin/diloco-coordinator
+# A binary built elsewhere carries an rpath to that machine's libtorch; this finds the copy here.
+ENV LD_LIBRARY_PATH=/opt/venv/lib/python${PYTHON_VERSION}/site-packages/torch/lib
 USER 65532:65532
 EXPOSE 8512 8513 9090
 ENTRYPOINT ["/usr/local/bin/diloco-coordinator"]

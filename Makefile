@@ -71,3 +71,16 @@ cluster-up: bootstrap ## start a local control plane (then: eval "$$(scripts/loc
 
 cluster-down: ## stop it
 	scripts/local-cluster down
+
+.PHONY: images node-smoke node-up
+
+images: ## the operator and coordinator images from the Dockerfile (buildah, no daemon; cached by input hash)
+	scripts/bootstrap node
+	scripts/images build all
+
+node-smoke: bootstrap ## a real node: restricted pods, DNS, Services, NetworkPolicies, volumes, images (docs/local-node.md)
+	scripts/bootstrap node
+	scripts/node-smoke
+
+node-up: bootstrap ## a local control plane with a real node (then: eval "$$(scripts/local-cluster env)")
+	scripts/local-cluster up --node

