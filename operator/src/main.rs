@@ -34,7 +34,7 @@ enum Command {
     /// Print the DiLoCoServer CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("failed to start the async runtime")?
-            .block_on(run(args)),
+            .block_on(run(*args)),
     }
 }
 
@@ -174,7 +174,7 @@ mod tests {
     fn run_args(args: &[&str]) -> RunArgs {
         let argv = ["diloco-operator", "run"].iter().chain(args);
         match Cli::try_parse_from(argv).expect("the flags parse").command {
-            Command::Run(args) => args,
+            Command::Run(args) => *args,
             Command::Crd => panic!("parsed as `crd`"),
         }
     }
