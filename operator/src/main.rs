@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use diloco_operator::context::Context;
+use diloco_operator::controller::WatchScope;
 use diloco_operator::leader_election::LeaderElection;
 use diloco_operator::metrics::{self, Metrics};
 use diloco_operator::settings::{
@@ -38,9 +39,14 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Reconcile only the DiLoCoServers of this namespace (default: all namespaces).
-    #[arg(long, env = "DILOCO_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Reconcile only the DiLoCoServers of these namespaces (repeat the flag or separate with
+    /// commas; default: all namespaces, which needs cluster-wide rights).
+    #[arg(
+        long = "watch-namespace",
+        env = "DILOCO_WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    watch_namespaces: Vec<String>,
     /// Namespace the operator runs in: its pods may reach the control port, and the leader
     /// election Lease lives there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "diloco-system")]
@@ -136,7 +142,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(identity.clone()),
     ));
 
-    let controller = diloco_operator::controller::run(ctx, args.watch_namespace.clone());
+    let scope = WatchScope::from_namespaces(&args.watch_namespaces);
+    let controller = diloco_operator::controller::run(ctx, scope);
     if args.no_leader_election {
         return controller.await;
     }
@@ -158,4 +165,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The controller returns on SIGTERM/SIGINT once in-flight reconciles finish.
     election.release().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = ["diloco-operator", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            Command::Run(args) => *args,
+            Command::Crd => panic!("parsed as `crd`"),
+        }
+    }
+
+    #[test]
+    fn watch_namespaces_may_be_repeated_or_comma_separated() {
+        let args = run_args(&["--watch-namespace", "a,b", "--watch-namespace", "c"]);
+        assert_eq!(
+            WatchScope::from_namespaces(&args.watch_namespaces),
+            WatchScope::from_namespaces(["a", "b", "c"])
+        );
+        let single = run_args(&["--watch-namespace", "a"]);
+        assert_eq!(single.watch_namespaces, ["a"]);
+    }
 }
