@@ -183,7 +183,7 @@ async fn reconcile_and_reset(
         }
         Err(error) => {
             // Spec and reference problems already got their own Warning with a reason.
-            if !matches!(error, Error::InvalidSpec(_) | Error::MissingSecret(_)) {
+            if !matches!(error, Error::InvalidSpec(_) | Error::Refused(_)) {
                 ctx.events
                     .publish(
                         &server,

@@ -14,9 +14,11 @@ pub enum Error {
     /// The spec passed the schema but cannot be reconciled (reported in a condition).
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
-    /// A Secret the spec refers to is missing or lacks a key (reported in a condition).
+    /// Something another object can fix stops the server: a referenced Secret, claim or
+    /// ServiceAccount missing, unlabelled or unusable, or a child's name taken (reported in a
+    /// condition; retried sooner than a spec error).
     #[error("{0}")]
-    MissingSecret(String),
+    Refused(String),
     /// Minting or reading a certificate or key failed.
     #[error("failed to {0}")]
     Pki(String),
@@ -31,7 +33,7 @@ impl Error {
         match self {
             Self::Kube { .. } => "kube",
             Self::InvalidSpec(_) => "invalid_spec",
-            Self::MissingSecret(_) => "missing_secret",
+            Self::Refused(_) => "refused",
             Self::Pki(_) => "pki",
             Self::Serialize { .. } => "serialize",
         }

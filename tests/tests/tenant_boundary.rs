@@ -114,12 +114,16 @@ async fn refusal(client: &Client, namespace: &str, name: &str) -> (String, Strin
     let api = Api::<DiLoCoServer>::namespaced(client.clone(), namespace);
     // A referenced Secret is not watched: an edit to it is seen at the next resync (15 s
     // while a server is not ready).
-    wait_until(Duration::from_secs(45), &format!("{name} refused"), || async {
-        let server = api.get(name).await.ok()?;
-        let ready = condition(&server, "Ready")?;
-        (ready.status == "False" && server.status.as_ref()?.phase.as_deref() == Some("Failed"))
-            .then(|| (ready.reason.clone(), ready.message.clone()))
-    })
+    wait_until(
+        Duration::from_secs(45),
+        &format!("{name} refused"),
+        || async {
+            let server = api.get(name).await.ok()?;
+            let ready = condition(&server, "Ready")?;
+            (ready.status == "False" && server.status.as_ref()?.phase.as_deref() == Some("Failed"))
+                .then(|| (ready.reason.clone(), ready.message.clone()))
+        },
+    )
     .await
 }
 
@@ -187,8 +191,12 @@ async fn a_spec_reaches_nothing_its_author_could_not() {
                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
     )
     .await;
-    create::<ServiceAccount>(&admin, &namespace, json!({"metadata": {"name": "ci-deployer"}}))
-        .await;
+    create::<ServiceAccount>(
+        &admin,
+        &namespace,
+        json!({"metadata": {"name": "ci-deployer"}}),
+    )
+    .await;
 
     // The tenant cannot read Secrets directly.
     let as_tenant = Api::<Secret>::namespaced(tenant.clone(), &namespace);
@@ -277,7 +285,10 @@ async fn a_spec_reaches_nothing_its_author_could_not() {
     match open {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "{status:?}");
-            assert!(status.message.contains("would admit every source"), "{status:?}");
+            assert!(
+                status.message.contains("would admit every source"),
+                "{status:?}"
+            );
         }
         other => panic!("an empty controlFrom was accepted: {other:?}"),
     }
@@ -312,15 +323,17 @@ async fn a_spec_reaches_nothing_its_author_could_not() {
     for before in &victim_secrets {
         let after = secrets.get(&before.name_any()).await.unwrap();
         assert_eq!(
-            after.metadata.resource_version, before.metadata.resource_version,
+            after.metadata.resource_version,
+            before.metadata.resource_version,
             "{} was written",
             before.name_any()
         );
     }
     for secret in secrets.list(&ListParams::default()).await.unwrap() {
         let text = serde_json::to_string(&secret_text(&secret)).unwrap();
-        let holds =
-            text.contains(&victim_token) || text.contains(&victim_ca_key) || text.contains(&victim_admin_token);
+        let holds = text.contains(&victim_token)
+            || text.contains(&victim_ca_key)
+            || text.contains(&victim_admin_token);
         if holds {
             assert_eq!(
                 secret.labels().get("diloco.dev/server").map(String::as_str),
@@ -347,7 +360,10 @@ async fn a_spec_reaches_nothing_its_author_could_not() {
     ))
     .unwrap();
     for secret in [&victim_token, &victim_admin_token, &victim_ca_key] {
-        assert!(!readable.contains(secret.trim()), "a credential reached status or events");
+        assert!(
+            !readable.contains(secret.trim()),
+            "a credential reached status or events"
+        );
     }
 
     // With the owner's consent label (and a token worth the name) the same references work.

@@ -190,7 +190,7 @@ async fn refuse(
     )
     .await?;
     Err(if invalid.fixed_elsewhere {
-        Error::MissingSecret(invalid.message)
+        Error::Refused(invalid.message)
     } else {
         Error::InvalidSpec(invalid.message)
     })

@@ -10,6 +10,8 @@ use crate::reconcile::certificates::{CA_CERT_KEY, Lifetimes, TLS_CERT_KEY, TLS_K
 use crate::reconcile::load::Observed;
 use crate::reconcile::token::{TOKEN_KEY, secret_strings};
 
+/// The type of a Secret holding a ServiceAccount's API token.
+const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 /// A user-supplied token must be at least this long.
 pub const MIN_TOKEN_CHARS: usize = 32;
 /// … use at least this many different characters …
@@ -137,6 +139,26 @@ pub fn validate(server: &DiLoCoServer, observed: &Observed) -> Result<ValidatedS
             )));
         }
     }
+    // A ServiceAccount token Secret would put API credentials into a pod the spec's author
+    // controls, whatever its labels say.
+    for (field, secret) in [
+        ("auth.tokenSecretRef", &observed.token_secret_ref),
+        ("tls.secretName", &observed.tls_secret_ref),
+        ("tls.clientCASecretRef", &observed.client_ca_secret_ref),
+    ] {
+        if let Some(secret) = secret
+            && secret.type_.as_deref() == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
+        {
+            return Err(Invalid::credentials(
+                "ReferenceNotAllowed",
+                format!(
+                    "{field}: Secret {} is a ServiceAccount token; API credentials are never \
+                     mounted into a coordinator",
+                    secret.metadata.name.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    }
     if let (AuthMode::Token, Some(reference)) = (spec.auth.mode, &spec.auth.token_secret_ref) {
         let Some(secret) = &observed.token_secret_ref else {
             return Err(Invalid::credentials(
@@ -257,6 +279,33 @@ pub fn token_strength(token: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Even labelled referable, a ServiceAccount token Secret is never used as a bearer.
+    #[test]
+    fn a_service_account_token_secret_is_never_a_reference() {
+        let server: DiLoCoServer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "diloco.dev/v1alpha1", "kind": "DiLoCoServer",
+            "metadata": {"name": "llm", "namespace": "ml"},
+            "spec": {"image": "x", "auth": {"tokenSecretRef": {"name": "sa-token"}}},
+        }))
+        .unwrap();
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sa-token", "labels": {"diloco.dev/referable": "true"}},
+            "type": "kubernetes.io/service-account-token",
+            "stringData": {"token": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+        }))
+        .unwrap();
+        let observed = Observed {
+            token_secret_ref: Some(secret),
+            ..Observed::default()
+        };
+        let refused = validate(&server, &observed).unwrap_err();
+        assert_eq!(refused.reason, "ReferenceNotAllowed");
+        assert!(
+            refused.message.contains("ServiceAccount token"),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn random_tokens_pass_and_guessable_ones_are_refused() {
