@@ -74,6 +74,9 @@ impl From<UploadError> for ApiError {
     fn from(error: UploadError) -> Self {
         let status = match &error {
             UploadError::Pickle => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UploadError::TooLarge { .. } | UploadError::OutOfMemory(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         let kind = match &error {
@@ -83,6 +86,7 @@ impl From<UploadError> for ApiError {
             UploadError::UnknownTensor(_) | UploadError::MissingTensors(_) => "tensor_names",
             UploadError::WrongShape { .. } => "tensor_shape",
             UploadError::WrongDtype { .. } | UploadError::MixedDtypes(..) => "tensor_dtype",
+            UploadError::TooLarge { .. } | UploadError::OutOfMemory(_) => "too_large",
             _ => "malformed",
         };
         Self::new(status, error.to_string()).kind(kind)

@@ -29,7 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub fn read_initial_parameters(path: &Path) -> anyhow::Result<StagedUpload> {
     let bytes =
         std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-    let mut receiver = UploadReceiver::new(Expectation::InitialParameters);
+    // The file holds the data, so it bounds what the header may declare.
+    let mut receiver = UploadReceiver::new(Expectation::InitialParameters, bytes.len() as u64);
     let frame = FrameHeader {
         worker_id: "model.initial_parameters".into(),
         fragment_id: None,

@@ -142,8 +142,8 @@ async fn receive(
     let mut body = request.into_body().into_data_stream();
     let with_expectation = expectation.is_some();
     let mut receiver = match expectation {
-        Some(expectation) => UploadReceiver::new(expectation),
-        None => UploadReceiver::awaiting_expectation(),
+        Some(expectation) => UploadReceiver::new(expectation, limit),
+        None => UploadReceiver::awaiting_expectation(limit),
     };
     let mut ticket: Option<UploadTicket> = None;
     let mut store: Option<StreamStore> = None;
