@@ -60,6 +60,10 @@ pub struct BulkConfig {
     /// address, or for a wildcard bind the host the worker used for the control plane.
     #[serde(default)]
     pub advertise_url: Option<String>,
+    /// Allow a cleartext bulk listener on a non-loopback address (tensors in clear, and no
+    /// authentication: anyone who can reach it can submit for a worker it names).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// The metrics listener.
@@ -310,6 +314,15 @@ impl Config {
             if bulk.tls && self.tls.is_none() {
                 return invalid("bulk.tls uses the control plane's tls settings; configure tls");
             }
+            if !bulk.tls && !bulk.listen.ip().is_loopback() && !bulk.insecure {
+                return Err(ConfigError::Invalid(format!(
+                    "bulk.listen {} is not a loopback address and bulk.tls is off: pseudo-gradients \
+                     and parameters would cross the network in clear, to and from anyone who can \
+                     reach the port; set bulk.tls: true, bind to loopback, or acknowledge it with \
+                     bulk.insecure: true",
+                    bulk.listen
+                )));
+            }
             if bulk.listen.port() != 0 && bulk.listen.port() == self.listen.port() {
                 return invalid("bulk.listen must use another port than listen");
             }
@@ -462,5 +475,35 @@ mod tests {
                 .to_string()
                 .contains("max_header_bytes must be at least 8192")
         );
+    }
+
+    #[test]
+    fn a_cleartext_bulk_plane_beyond_loopback_needs_bulk_insecure() {
+        let refused = |yaml: &str| {
+            let config: Config = serde_norway::from_str(yaml).unwrap();
+            config.validate().err().map(|e| e.to_string())
+        };
+        let base = "auth: {token_dir: t}\ntls: {cert: c.pem, key: k.pem}\nlisten: 0.0.0.0:8512\n";
+        let error = refused(&format!("{base}bulk: {{listen: '0.0.0.0:8513'}}")).unwrap();
+        assert!(
+            error.contains("bulk.listen 0.0.0.0:8513 is not a loopback address"),
+            "{error}"
+        );
+        assert!(error.contains("bulk.insecure: true"), "{error}");
+        // The control plane's `insecure` does not stand in for the bulk plane's.
+        assert!(
+            refused(&format!(
+                "{base}insecure: true\nbulk: {{listen: '[::]:8513'}}"
+            ))
+            .is_some()
+        );
+        for accepted in [
+            "bulk: {listen: '0.0.0.0:8513', insecure: true}",
+            "bulk: {listen: '0.0.0.0:8513', tls: true, auth: true}",
+            "bulk: {listen: '127.0.0.1:0'}",
+            "bulk: {listen: '[::1]:0'}",
+        ] {
+            assert_eq!(refused(&format!("{base}{accepted}")), None, "{accepted}");
+        }
     }
 }
