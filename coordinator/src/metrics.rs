@@ -32,6 +32,8 @@ pub struct Metrics {
     pub checkpoint_failures: Counter,
     /// Requests refused for a missing, malformed or wrong credential.
     pub auth_failures: Counter,
+    /// Requests refused with 429 because their address failed too often (not compared).
+    pub auth_rate_limited: Counter,
     /// Audit records that could not be written.
     pub audit_write_failures: Counter,
     /// Requests that brought a bearer token to the cleartext bulk plane.
@@ -55,6 +57,7 @@ impl Metrics {
             checkpoints_saved: Counter::default(),
             checkpoint_failures: Counter::default(),
             auth_failures: Counter::default(),
+            auth_rate_limited: Counter::default(),
             audit_write_failures: Counter::default(),
             cleartext_bearer: Counter::default(),
             registry: Registry::default(),
@@ -109,6 +112,11 @@ impl Metrics {
             "auth_failures",
             "Requests refused for a missing, malformed or wrong credential",
             metrics.auth_failures.clone(),
+        );
+        registry.register(
+            "auth_rate_limited",
+            "Requests refused with 429 after too many failed authentications from their address",
+            metrics.auth_rate_limited.clone(),
         );
         registry.register(
             "audit_write_failures",
