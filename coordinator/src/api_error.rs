@@ -49,6 +49,11 @@ impl ApiError {
         .kind("unknown_worker")
     }
 
+    /// 403 for an authenticated caller without the right to do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message).kind("forbidden")
+    }
+
     /// 409 Conflict.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, message)

@@ -91,11 +91,19 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Directory with the bearer token files `token`, `previous-token` and
-    /// `previous-valid-until` (the mounted Secret); re-read every second.
+    /// Directory with the worker bearer token files `token`, `previous-token` and
+    /// `previous-valid-until` (the mounted Secret); re-read every second. Its holders have the
+    /// worker role: everything but control actions.
     pub token_dir: Option<PathBuf>,
-    /// Run without authentication. Required to be said explicitly: without `token_dir` and
-    /// without this the coordinator refuses to start.
+    /// Directory with the admin bearer token files (same layout and reloading); its holders
+    /// may also run control actions. Without it only an admin client certificate can.
+    pub admin_token_dir: Option<PathBuf>,
+    /// JSON list of the client certificates allowed, by subject common name, with their
+    /// role; re-read every second. Without it every certificate `tls.client_ca` signed is a
+    /// worker.
+    pub clients_file: Option<PathBuf>,
+    /// Run without authentication (every caller is an admin). Required to be said
+    /// explicitly: without `token_dir` and without this the coordinator refuses to start.
     pub disabled: bool,
 }
 
@@ -295,6 +303,19 @@ impl Config {
                 "authentication is required: set auth.token_dir (--token-dir) to the directory \
                  holding the bearer token, or auth.disabled: true (--disable-auth) to run \
                  without",
+            );
+        }
+        let auth = &self.auth;
+        if auth.disabled && (auth.admin_token_dir.is_some() || auth.clients_file.is_some()) {
+            return invalid(
+                "auth.disabled contradicts auth.admin_token_dir and auth.clients_file: without \
+                 authentication every caller is an admin already",
+            );
+        }
+        if auth.admin_token_dir.is_some() && auth.admin_token_dir == auth.token_dir {
+            return invalid(
+                "auth.admin_token_dir must differ from auth.token_dir: every worker would be an \
+                 admin",
             );
         }
         if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.insecure {
@@ -505,5 +526,34 @@ mod tests {
         ] {
             assert_eq!(refused(&format!("{base}{accepted}")), None, "{accepted}");
         }
+    }
+
+    #[test]
+    fn admin_tokens_and_clients_need_authentication_and_a_token_dir_of_their_own() {
+        let refused = |yaml: &str| {
+            let config: Config = serde_norway::from_str(yaml).unwrap();
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(
+            refused(
+                "auth: {token_dir: t, admin_token_dir: a, clients_file: /etc/diloco/clients.json}"
+            ),
+            None
+        );
+        assert!(
+            refused("auth: {disabled: true, admin_token_dir: a}")
+                .unwrap()
+                .contains("auth.disabled contradicts")
+        );
+        assert!(
+            refused("auth: {disabled: true, clients_file: c.json}")
+                .unwrap()
+                .contains("auth.disabled contradicts")
+        );
+        assert!(
+            refused("auth: {token_dir: t, admin_token_dir: t}")
+                .unwrap()
+                .contains("must differ")
+        );
     }
 }

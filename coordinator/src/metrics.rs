@@ -34,8 +34,12 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Requests refused with 429 because their address failed too often (not compared).
     pub auth_rate_limited: Counter,
+    /// Requests refused with 403: authenticated, but not allowed to do that.
+    pub forbidden: Counter,
     /// Audit records that could not be written.
     pub audit_write_failures: Counter,
+    /// Audit records dropped because the writer's queue was full.
+    pub audit_records_dropped: Counter,
     /// Requests that brought a bearer token to the cleartext bulk plane.
     pub cleartext_bearer: Counter,
 }
@@ -58,7 +62,9 @@ impl Metrics {
             checkpoint_failures: Counter::default(),
             auth_failures: Counter::default(),
             auth_rate_limited: Counter::default(),
+            forbidden: Counter::default(),
             audit_write_failures: Counter::default(),
+            audit_records_dropped: Counter::default(),
             cleartext_bearer: Counter::default(),
             registry: Registry::default(),
         };
@@ -117,6 +123,16 @@ impl Metrics {
             "auth_rate_limited",
             "Requests refused with 429 after too many failed authentications from their address",
             metrics.auth_rate_limited.clone(),
+        );
+        registry.register(
+            "forbidden",
+            "Authenticated requests refused with 403 (role or worker ownership)",
+            metrics.forbidden.clone(),
+        );
+        registry.register(
+            "audit_records_dropped",
+            "Audit records dropped because the audit writer's queue was full",
+            metrics.audit_records_dropped.clone(),
         );
         registry.register(
             "audit_write_failures",
