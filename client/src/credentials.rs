@@ -1,6 +1,7 @@
-//! The worker bundle the operator publishes (`<server>-worker-credentials`, or
-//! `<server>-client-<name>` for a named client), read from the directory it is mounted at:
-//! `token`, `ca.crt`, `endpoints.json` and, for named clients, `tls.crt` + `tls.key`.
+//! The worker bundle the operator publishes, read from the directory it is mounted at:
+//! `<server>-worker-credentials` holds `token`, `ca.crt` and `endpoints.json`; a named client's
+//! `<server>-client-<name>` holds `tls.crt`, `tls.key`, `ca.crt` and `endpoints.json` and no
+//! token (its certificate authenticates it, for worker ids `<name>` and `<name>.<suffix>`).
 
 use std::path::Path;
 
@@ -86,9 +87,9 @@ mod tests {
         assert_eq!(config.client_identity, None);
     }
 
-    /// A named client's bundle adds its certificate and key.
+    /// A named client's bundle has no token: the certificate and key are its credential.
     #[test]
-    fn client_bundle_adds_the_client_identity() {
+    fn client_bundle_without_a_token_authenticates_by_its_certificate() {
         let dir = bundle(&[
             (ENDPOINTS_FILE, r#"{"control": "https://10.0.0.1:8512"}"#),
             (CA_FILE, "ca"),

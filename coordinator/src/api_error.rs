@@ -49,6 +49,11 @@ impl ApiError {
         .kind("unknown_worker")
     }
 
+    /// 403 for an authenticated caller without the right to do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message).kind("forbidden")
+    }
+
     /// 409 Conflict.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, message)
@@ -74,6 +79,9 @@ impl From<UploadError> for ApiError {
     fn from(error: UploadError) -> Self {
         let status = match &error {
             UploadError::Pickle => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UploadError::TooLarge { .. } | UploadError::OutOfMemory(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         let kind = match &error {
@@ -83,6 +91,7 @@ impl From<UploadError> for ApiError {
             UploadError::UnknownTensor(_) | UploadError::MissingTensors(_) => "tensor_names",
             UploadError::WrongShape { .. } => "tensor_shape",
             UploadError::WrongDtype { .. } | UploadError::MixedDtypes(..) => "tensor_dtype",
+            UploadError::TooLarge { .. } | UploadError::OutOfMemory(_) => "too_large",
             _ => "malformed",
         };
         Self::new(status, error.to_string()).kind(kind)

@@ -1,21 +1,45 @@
 //! The audit log: one JSON line per security-relevant event (registrations, departures,
-//! evictions, outer steps, control actions, authentication failures, credential reloads).
+//! evictions, outer steps, control actions, refused requests, credential reloads).
 //!
-//! Records are handed to a writer thread over a channel, so no request ever waits for the
-//! disk and nothing is written while the coordinator's locks are held. A failed write is
-//! logged and counted (`diloco_audit_write_failures`), never fatal: the file is reopened on
-//! the next record. Records carry identities and addresses, never a credential.
+//! Records are handed to a writer thread over a bounded queue, so no request ever waits for the
+//! disk and nothing is written while the coordinator's locks are held. When the queue is full
+//! (the disk is slower than a flood of refused requests) records are dropped and counted
+//! (`diloco_audit_records_dropped_total`), with one warning per burst: memory stays bounded
+//! whatever a client sends. A failed write is logged and counted
+//! (`diloco_audit_write_failures`), never fatal: the file is reopened on the next record.
+//!
+//! Records carry identities and addresses, never a credential, and what a client chose (a path,
+//! a hostname, a control body) is bounded: see [`bounded`] and the control-body allowlist in
+//! [`crate::engine::ControlAction::audit_summary`].
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
+
+/// Records waiting for the writer at most; more are dropped (and counted).
+pub const QUEUE_RECORDS: usize = 4096;
+
+/// Longest client-chosen text (path, hostname, control body field) kept in a record.
+pub const MAX_RECORDED_CHARS: usize = 256;
+
+/// Appended to text cut at [`MAX_RECORDED_CHARS`].
+pub const TRUNCATION_MARKER: &str = "…[truncated]";
+
+/// `text`, cut to [`MAX_RECORDED_CHARS`] characters with a marker when longer.
+pub fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_RECORDED_CHARS) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}{TRUNCATION_MARKER}", &text[..cut]),
+    }
+}
 
 /// One audit record.
 #[derive(Clone, Debug, Serialize)]
@@ -27,8 +51,10 @@ pub struct AuditRecord {
     pub event: &'static str,
     /// The worker concerned, if any.
     pub worker_id: Option<String>,
-    /// The authenticated peer: `bearer` or a client certificate's subject.
-    pub peer: Option<String>,
+    /// Who made the request: `worker-token`, `admin-token`, `cert:<CN>` or `anonymous`
+    /// (authentication disabled); absent for the coordinator's own events and refused
+    /// credentials.
+    pub caller: Option<String>,
     /// The remote socket address.
     pub remote_addr: Option<String>,
     /// The round when it happened.
@@ -44,7 +70,7 @@ impl AuditRecord {
             ts: jiff::Timestamp::now().to_string(),
             event,
             worker_id: None,
-            peer: None,
+            caller: None,
             remote_addr: None,
             round: None,
             details: Value::Null,
@@ -63,9 +89,9 @@ impl AuditRecord {
         self
     }
 
-    /// Sets the authenticated peer.
-    pub fn peer(mut self, peer: Option<String>) -> Self {
-        self.peer = peer;
+    /// Sets the caller's identity.
+    pub fn caller(mut self, caller: Option<String>) -> Self {
+        self.caller = caller;
         self
     }
 
@@ -84,34 +110,63 @@ impl AuditRecord {
 
 /// Where records go. Cheap to call from anywhere; disabled when no path is configured.
 pub struct AuditLog {
-    sender: Option<mpsc::Sender<AuditRecord>>,
+    sender: Option<mpsc::SyncSender<AuditRecord>>,
+    dropped: Counter,
+    /// Records are being dropped now (cleared by the next record that fits).
+    dropping: AtomicBool,
 }
 
 impl AuditLog {
     /// An audit log appending to `path` (its directory is created if missing), or a no-op.
-    pub fn start(path: Option<&Path>, failures: Counter) -> Self {
-        let Some(path) = path else {
-            return Self { sender: None };
+    /// `failures` counts records that could not be written, `dropped` those that found the
+    /// queue full.
+    pub fn start(path: Option<&Path>, failures: Counter, dropped: Counter) -> Self {
+        Self::with_queue(path, failures, dropped, QUEUE_RECORDS)
+    }
+
+    fn with_queue(path: Option<&Path>, failures: Counter, dropped: Counter, queue: usize) -> Self {
+        let disabled = |dropped| Self {
+            sender: None,
+            dropped,
+            dropping: AtomicBool::new(false),
         };
-        let (sender, receiver) = mpsc::channel::<AuditRecord>();
+        let Some(path) = path else {
+            return disabled(dropped);
+        };
+        let (sender, receiver) = mpsc::sync_channel::<AuditRecord>(queue);
         let path = path.to_path_buf();
         let spawned = std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || write_forever(&path, &receiver, &failures));
         if let Err(error) = spawned {
             warn!(%error, "could not start the audit log writer; audit records are dropped");
-            return Self { sender: None };
+            return disabled(dropped);
         }
         Self {
             sender: Some(sender),
+            dropped,
+            dropping: AtomicBool::new(false),
         }
     }
 
-    /// Queues a record for writing.
+    /// Queues a record for writing; drops it when the queue is full.
     pub fn record(&self, record: AuditRecord) {
-        if let Some(sender) = &self.sender {
+        let Some(sender) = &self.sender else { return };
+        match sender.try_send(record) {
+            Ok(()) => self.dropping.store(false, Ordering::Relaxed),
+            Err(mpsc::TrySendError::Full(record)) => {
+                self.dropped.inc();
+                if !self.dropping.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        event = record.event,
+                        queue = QUEUE_RECORDS,
+                        "the audit log writer is behind; records are dropped until it catches \
+                         up (counted in diloco_audit_records_dropped_total)"
+                    );
+                }
+            }
             // The writer only stops when the process does.
-            let _ = sender.send(record);
+            Err(mpsc::TrySendError::Disconnected(_)) => {}
         }
     }
 }
@@ -159,7 +214,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit/audit.jsonl");
         let failures = Counter::default();
-        let log = AuditLog::start(Some(&path), failures.clone());
+        let log = AuditLog::start(Some(&path), failures.clone(), Counter::default());
         log.record(
             AuditRecord::new("register")
                 .worker("w1")
@@ -185,12 +240,77 @@ mod tests {
         let blocked = dir.path().join("file");
         std::fs::write(&blocked, "").unwrap();
         let failures = Counter::default();
-        let log = AuditLog::start(Some(&blocked.join("audit.jsonl")), failures.clone());
+        let log = AuditLog::start(
+            Some(&blocked.join("audit.jsonl")),
+            failures.clone(),
+            Counter::default(),
+        );
         log.record(AuditRecord::new("register"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while failures.get() == 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(failures.get(), 1);
+    }
+
+    #[test]
+    fn client_chosen_text_is_cut_at_the_limit_with_a_marker() {
+        let short = "/register";
+        assert_eq!(bounded(short), short);
+        let exact = "é".repeat(MAX_RECORDED_CHARS);
+        assert_eq!(bounded(&exact), exact, "characters, not bytes");
+        let long = format!("/{}", "a".repeat(10_000));
+        let cut = bounded(&long);
+        assert_eq!(
+            cut.chars().count(),
+            MAX_RECORDED_CHARS + TRUNCATION_MARKER.chars().count()
+        );
+        assert!(cut.starts_with("/aaa") && cut.ends_with(TRUNCATION_MARKER));
+    }
+
+    /// A writer that cannot keep up (here: stuck opening a FIFO nobody reads) makes records
+    /// drop, counted, instead of queueing without bound; the queued ones are written once it
+    /// can go on.
+    #[test]
+    fn a_full_queue_drops_and_counts_records_instead_of_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let dropped = Counter::default();
+        let log = AuditLog::with_queue(Some(&fifo), Counter::default(), dropped.clone(), 2);
+        let sent = 10;
+        for i in 0..sent {
+            log.record(AuditRecord::new("auth_failure").round(i));
+        }
+        // Two wait in the queue, at most one more is held by the blocked writer.
+        let lost = dropped.get();
+        assert!((7..=8).contains(&lost), "{lost} dropped");
+
+        let (lines, received) = std::sync::mpsc::channel();
+        let reader_path = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let file = std::fs::File::open(reader_path).unwrap();
+            for line in std::io::BufReader::new(file).lines() {
+                let _ = lines.send(line.unwrap());
+            }
+        });
+        let timeout = std::time::Duration::from_secs(5);
+        for _ in 0..(sent - lost) {
+            let line = received
+                .recv_timeout(timeout)
+                .expect("a queued record is written");
+            let record: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(record["event"], "auth_failure");
+        }
+        // Once the writer keeps up again, records are no longer dropped.
+        log.record(AuditRecord::new("register"));
+        let line = received.recv_timeout(timeout).unwrap();
+        assert!(line.contains("register"), "{line}");
+        assert_eq!(dropped.get(), lost);
     }
 }

@@ -33,6 +33,10 @@ pub struct RosterEntry {
     pub output_dir: Option<String>,
     /// Names of the parameters its uploads must carry (none: all).
     pub slice: Option<Vec<String>>,
+    /// The identity that registered it; absent in checkpoints written before owners were
+    /// recorded (such a worker is claimed by its next registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Everything besides the tensors.
@@ -360,9 +364,30 @@ mod tests {
                 hostname: Some("h".into()),
                 output_dir: None,
                 slice: None,
+                owner: Some("cert:w1".into()),
             }],
             optimizer: OuterOptimizer::default(),
         }
+    }
+
+    /// A checkpoint written before roster entries had owners still loads: its workers have
+    /// none (and are claimed by their next registration).
+    #[test]
+    fn roster_entries_without_an_owner_still_load() {
+        let old = r#"{"round": 12, "optimizer": {"lr": 0.7, "momentum": 0.9, "nesterov": true},
+            "roster": [{"worker_id": "w1", "hostname": "h", "output_dir": null, "slice": null}]}"#;
+        let meta: CheckpointMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(meta.round, 12);
+        assert_eq!(meta.roster[0].worker_id, "w1");
+        assert_eq!(meta.roster[0].owner, None);
+        let mut current = meta.clone();
+        current.roster[0].owner = Some("worker-token".into());
+        let text = serde_json::to_string(&current).unwrap();
+        assert!(text.contains(r#""owner":"worker-token""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<CheckpointMeta>(&text).unwrap(),
+            current
+        );
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct BulkConfig {
     /// address, or for a wildcard bind the host the worker used for the control plane.
     #[serde(default)]
     pub advertise_url: Option<String>,
+    /// Allow a cleartext bulk listener on a non-loopback address (tensors in clear, and no
+    /// authentication: anyone who can reach it can submit for a worker it names).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// The metrics listener.
@@ -87,11 +91,19 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Directory with the bearer token files `token`, `previous-token` and
-    /// `previous-valid-until` (the mounted Secret); re-read every second.
+    /// Directory with the worker bearer token files `token`, `previous-token` and
+    /// `previous-valid-until` (the mounted Secret); re-read every second. Its holders have the
+    /// worker role: everything but control actions.
     pub token_dir: Option<PathBuf>,
-    /// Run without authentication. Required to be said explicitly: without `token_dir` and
-    /// without this the coordinator refuses to start.
+    /// Directory with the admin bearer token files (same layout and reloading); its holders
+    /// may also run control actions. Without it only an admin client certificate can.
+    pub admin_token_dir: Option<PathBuf>,
+    /// JSON list of the client certificates allowed, by subject common name, with their
+    /// role; re-read every second. Without it every certificate `tls.client_ca` signed is a
+    /// worker.
+    pub clients_file: Option<PathBuf>,
+    /// Run without authentication (every caller is an admin). Required to be said
+    /// explicitly: without `token_dir` and without this the coordinator refuses to start.
     pub disabled: bool,
 }
 
@@ -293,6 +305,19 @@ impl Config {
                  without",
             );
         }
+        let auth = &self.auth;
+        if auth.disabled && (auth.admin_token_dir.is_some() || auth.clients_file.is_some()) {
+            return invalid(
+                "auth.disabled contradicts auth.admin_token_dir and auth.clients_file: without \
+                 authentication every caller is an admin already",
+            );
+        }
+        if auth.admin_token_dir.is_some() && auth.admin_token_dir == auth.token_dir {
+            return invalid(
+                "auth.admin_token_dir must differ from auth.token_dir: every worker would be an \
+                 admin",
+            );
+        }
         if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.insecure {
             return Err(ConfigError::Invalid(format!(
                 "listen {} is not a loopback address and TLS is not configured: requests, bearer \
@@ -309,6 +334,15 @@ impl Config {
             }
             if bulk.tls && self.tls.is_none() {
                 return invalid("bulk.tls uses the control plane's tls settings; configure tls");
+            }
+            if !bulk.tls && !bulk.listen.ip().is_loopback() && !bulk.insecure {
+                return Err(ConfigError::Invalid(format!(
+                    "bulk.listen {} is not a loopback address and bulk.tls is off: pseudo-gradients \
+                     and parameters would cross the network in clear, to and from anyone who can \
+                     reach the port; set bulk.tls: true, bind to loopback, or acknowledge it with \
+                     bulk.insecure: true",
+                    bulk.listen
+                )));
             }
             if bulk.listen.port() != 0 && bulk.listen.port() == self.listen.port() {
                 return invalid("bulk.listen must use another port than listen");
@@ -461,6 +495,65 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("max_header_bytes must be at least 8192")
+        );
+    }
+
+    #[test]
+    fn a_cleartext_bulk_plane_beyond_loopback_needs_bulk_insecure() {
+        let refused = |yaml: &str| {
+            let config: Config = serde_norway::from_str(yaml).unwrap();
+            config.validate().err().map(|e| e.to_string())
+        };
+        let base = "auth: {token_dir: t}\ntls: {cert: c.pem, key: k.pem}\nlisten: 0.0.0.0:8512\n";
+        let error = refused(&format!("{base}bulk: {{listen: '0.0.0.0:8513'}}")).unwrap();
+        assert!(
+            error.contains("bulk.listen 0.0.0.0:8513 is not a loopback address"),
+            "{error}"
+        );
+        assert!(error.contains("bulk.insecure: true"), "{error}");
+        // The control plane's `insecure` does not stand in for the bulk plane's.
+        assert!(
+            refused(&format!(
+                "{base}insecure: true\nbulk: {{listen: '[::]:8513'}}"
+            ))
+            .is_some()
+        );
+        for accepted in [
+            "bulk: {listen: '0.0.0.0:8513', insecure: true}",
+            "bulk: {listen: '0.0.0.0:8513', tls: true, auth: true}",
+            "bulk: {listen: '127.0.0.1:0'}",
+            "bulk: {listen: '[::1]:0'}",
+        ] {
+            assert_eq!(refused(&format!("{base}{accepted}")), None, "{accepted}");
+        }
+    }
+
+    #[test]
+    fn admin_tokens_and_clients_need_authentication_and_a_token_dir_of_their_own() {
+        let refused = |yaml: &str| {
+            let config: Config = serde_norway::from_str(yaml).unwrap();
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(
+            refused(
+                "auth: {token_dir: t, admin_token_dir: a, clients_file: /etc/diloco/clients.json}"
+            ),
+            None
+        );
+        assert!(
+            refused("auth: {disabled: true, admin_token_dir: a}")
+                .unwrap()
+                .contains("auth.disabled contradicts")
+        );
+        assert!(
+            refused("auth: {disabled: true, clients_file: c.json}")
+                .unwrap()
+                .contains("auth.disabled contradicts")
+        );
+        assert!(
+            refused("auth: {token_dir: t, admin_token_dir: t}")
+                .unwrap()
+                .contains("must differ")
         );
     }
 }

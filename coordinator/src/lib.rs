@@ -16,6 +16,7 @@ pub mod device;
 pub mod engine;
 pub mod fold;
 pub mod http;
+pub mod identity;
 pub mod listener;
 pub mod metrics;
 pub mod outer_optimizer;

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 use tracing::debug;
 
-use crate::tls::{ClientCertificate, TlsReloader, subject};
+use crate::tls::{ClientCertificate, TlsReloader, client_certificate};
 
 /// A client must finish its TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,8 +95,7 @@ pub async fn serve<S>(
                         .1
                         .peer_certificates()
                         .and_then(|chain| chain.first())
-                        .and_then(subject)
-                        .map(|subject| ClientCertificate { subject });
+                        .and_then(client_certificate);
                     serve_connection(stream, remote, certificate, router, limits, stopped).await;
                 }
             }

@@ -38,6 +38,12 @@ struct Cli {
     /// Overrides `auth.token_dir`: the directory with the bearer token files.
     #[arg(long, env = "DILOCO_TOKEN_DIR")]
     token_dir: Option<PathBuf>,
+    /// Overrides `auth.admin_token_dir`: the directory with the admin bearer token files.
+    #[arg(long, env = "DILOCO_ADMIN_TOKEN_DIR")]
+    admin_token_dir: Option<PathBuf>,
+    /// Overrides `auth.clients_file`: the allowed client certificates and their roles.
+    #[arg(long, env = "DILOCO_CLIENTS_FILE")]
+    clients_file: Option<PathBuf>,
     /// Sets `auth.disabled`: run without authentication.
     #[arg(long)]
     disable_auth: bool,
@@ -87,6 +93,12 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.token_dir.is_some() {
         config.auth.token_dir = cli.token_dir;
+    }
+    if cli.admin_token_dir.is_some() {
+        config.auth.admin_token_dir = cli.admin_token_dir;
+    }
+    if cli.clients_file.is_some() {
+        config.auth.clients_file = cli.clients_file;
     }
     config.auth.disabled |= cli.disable_auth;
     if cli.audit_log.is_some() {

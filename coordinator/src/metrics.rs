@@ -32,8 +32,14 @@ pub struct Metrics {
     pub checkpoint_failures: Counter,
     /// Requests refused for a missing, malformed or wrong credential.
     pub auth_failures: Counter,
+    /// Requests refused with 429 because their address failed too often (not compared).
+    pub auth_rate_limited: Counter,
+    /// Requests refused with 403: authenticated, but not allowed to do that.
+    pub forbidden: Counter,
     /// Audit records that could not be written.
     pub audit_write_failures: Counter,
+    /// Audit records dropped because the writer's queue was full.
+    pub audit_records_dropped: Counter,
     /// Requests that brought a bearer token to the cleartext bulk plane.
     pub cleartext_bearer: Counter,
 }
@@ -55,7 +61,10 @@ impl Metrics {
             checkpoints_saved: Counter::default(),
             checkpoint_failures: Counter::default(),
             auth_failures: Counter::default(),
+            auth_rate_limited: Counter::default(),
+            forbidden: Counter::default(),
             audit_write_failures: Counter::default(),
+            audit_records_dropped: Counter::default(),
             cleartext_bearer: Counter::default(),
             registry: Registry::default(),
         };
@@ -109,6 +118,21 @@ impl Metrics {
             "auth_failures",
             "Requests refused for a missing, malformed or wrong credential",
             metrics.auth_failures.clone(),
+        );
+        registry.register(
+            "auth_rate_limited",
+            "Requests refused with 429 after too many failed authentications from their address",
+            metrics.auth_rate_limited.clone(),
+        );
+        registry.register(
+            "forbidden",
+            "Authenticated requests refused with 403 (role or worker ownership)",
+            metrics.forbidden.clone(),
+        );
+        registry.register(
+            "audit_records_dropped",
+            "Audit records dropped because the audit writer's queue was full",
+            metrics.audit_records_dropped.clone(),
         );
         registry.register(
             "audit_write_failures",

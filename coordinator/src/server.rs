@@ -13,7 +13,7 @@ use tower_http::normalize_path::NormalizePath;
 use tracing::{info, warn};
 
 use crate::audit::AuditRecord;
-use crate::auth::TokenStore;
+use crate::auth::{ClientAllowlist, Credentials, TokenStore};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::device::{describe, resolve_device};
@@ -29,7 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub fn read_initial_parameters(path: &Path) -> anyhow::Result<StagedUpload> {
     let bytes =
         std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-    let mut receiver = UploadReceiver::new(Expectation::InitialParameters);
+    // The file holds the data, so it bounds what the header may declare.
+    let mut receiver = UploadReceiver::new(Expectation::InitialParameters, bytes.len() as u64);
     let frame = FrameHeader {
         worker_id: "model.initial_parameters".into(),
         fragment_id: None,
@@ -70,7 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let coordinator = build(config)?;
     let http_limits = crate::listener::HttpLimits::from(&coordinator.config().limits);
-    let tokens = load_tokens(&coordinator)?;
+    let credentials = load_credentials(&coordinator)?;
     let tls = match &coordinator.config().tls {
         Some(files) => {
             let tls = TlsReloader::load(files).context("cannot set up TLS")?;
@@ -108,7 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             let router = crate::http::bulk_router(
                 coordinator.clone(),
-                if bulk.auth { tokens.clone() } else { None },
+                if bulk.auth { credentials.clone() } else { None },
                 bulk.tls,
             );
             let app = NormalizePath::trim_trailing_slash(router);
@@ -154,20 +155,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let ticker = tokio::spawn(tick_forever(coordinator.clone()));
-    let reloader = tokens.clone().map(|tokens| {
-        tokio::spawn(watch_credential(
-            "bearer_token",
-            coordinator.clone(),
-            move || {
-                tokens
-                    .reload()
-                    .map(|r| r.map(|r| json!({"previous_valid_until": r.previous_valid_until})))
-                    .map_err(|e| e.to_string())
-            },
-        ))
-    });
-    let tls_reloader = tls.clone().map(|tls| {
-        tokio::spawn(watch_credential(
+    let mut reloaders = Vec::new();
+    if let Some(credentials) = &credentials {
+        let stores = [
+            ("bearer_token", Some(credentials.worker_tokens.clone())),
+            ("admin_token", credentials.admin_tokens.clone()),
+        ];
+        for (name, store) in stores {
+            let Some(store) = store else { continue };
+            reloaders.push(tokio::spawn(watch_credential(
+                name,
+                coordinator.clone(),
+                move || {
+                    store
+                        .reload()
+                        .map(|r| r.map(|r| json!({"previous_valid_until": r.previous_valid_until})))
+                        .map_err(|e| e.to_string())
+                },
+            )));
+        }
+        if let Some(clients) = credentials.clients.clone() {
+            reloaders.push(tokio::spawn(watch_credential(
+                "clients",
+                coordinator.clone(),
+                move || {
+                    clients
+                        .reload()
+                        .map(|changed| {
+                            changed.map(|c| {
+                                json!({"clients": c.count, "added": c.added, "removed": c.removed})
+                            })
+                        })
+                        .map_err(|e| e.to_string())
+                },
+            )));
+        }
+    }
+    if let Some(tls) = tls.clone() {
+        reloaders.push(tokio::spawn(watch_credential(
             "tls_certificate",
             coordinator.clone(),
             move || {
@@ -175,10 +200,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     .map(|changed| changed.then(|| json!({})))
                     .map_err(|e| e.to_string())
             },
-        ))
-    });
+        )));
+    }
     // forgather strips a trailing `/` from paths; so do we.
-    let app = NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone(), tokens));
+    let app =
+        NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone(), credentials));
     let stopping = coordinator.clone();
     let server = crate::listener::serve(listener, app, tls.clone(), http_limits, async move {
         stop_requested(&stopping).await;
@@ -191,43 +217,64 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
-    if let Some(reloader) = tls_reloader {
-        reloader.abort();
-    }
-    for listener in [bulk, metrics].into_iter().flatten() {
-        listener.abort();
-    }
-    ticker.abort();
-    if let Some(reloader) = reloader {
-        reloader.abort();
+    for task in [bulk, metrics, Some(ticker)]
+        .into_iter()
+        .flatten()
+        .chain(reloaders)
+    {
+        task.abort();
     }
     info!("stopped");
     Ok(())
 }
 
-/// The bearer tokens, when authentication is on; a missing or empty token file stops
-/// start-up.
-fn load_tokens(coordinator: &Coordinator) -> anyhow::Result<Option<Arc<TokenStore>>> {
-    let auth = &coordinator.config().auth;
-    match &auth.token_dir {
-        Some(dir) => {
-            let tokens = TokenStore::load(dir)
-                .with_context(|| format!("cannot load the bearer token from {}", dir.display()))?;
-            info!(token_dir = %dir.display(), "bearer authentication on");
-            Ok(Some(Arc::new(tokens)))
-        }
-        None => {
-            warn!(
-                "authentication is DISABLED (auth.disabled): anyone who can connect can train, read the parameters and shut the coordinator down"
-            );
-            Ok(None)
-        }
+/// The credentials, when authentication is on; a missing or empty token file, or a missing
+/// or invalid clients file, stops start-up.
+fn load_credentials(coordinator: &Coordinator) -> anyhow::Result<Option<Arc<Credentials>>> {
+    let config = coordinator.config();
+    let auth = &config.auth;
+    let Some(dir) = &auth.token_dir else {
+        warn!(
+            "authentication is DISABLED (auth.disabled): anyone who can connect can train, read the parameters and shut the coordinator down"
+        );
+        return Ok(None);
+    };
+    let worker_tokens = TokenStore::load(dir)
+        .with_context(|| format!("cannot load the bearer token from {}", dir.display()))?;
+    let admin_tokens = match &auth.admin_token_dir {
+        Some(dir) => Some(Arc::new(TokenStore::load(dir).with_context(|| {
+            format!("cannot load the admin bearer token from {}", dir.display())
+        })?)),
+        None => None,
+    };
+    let clients = match &auth.clients_file {
+        Some(path) => Some(Arc::new(
+            ClientAllowlist::load(path).context("cannot load auth.clients_file")?,
+        )),
+        None => None,
+    };
+    let client_ca = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if clients.is_some() && !client_ca {
+        warn!(
+            "auth.clients_file is set but tls.client_ca is not: no client certificate is ever verified, so the list is unused"
+        );
     }
+    info!(
+        token_dir = %dir.display(),
+        admin_token_dir = ?auth.admin_token_dir,
+        clients_file = ?auth.clients_file,
+        "authentication on"
+    );
+    Ok(Some(Arc::new(Credentials {
+        worker_tokens: Arc::new(worker_tokens),
+        admin_tokens,
+        clients,
+    })))
 }
 
 /// Re-reads a credential's files every second for as long as the server runs. `reload`
 /// returns the audit details of a change, `None` when nothing changed, or an error (the old
-/// credential stays in force; the error is logged once until it clears).
+/// credential stays in force; the error is logged and audited once, until it clears).
 async fn watch_credential<F>(credential: &'static str, coordinator: Arc<Coordinator>, reload: F)
 where
     F: Fn() -> Result<Option<serde_json::Value>, String>,
@@ -247,6 +294,10 @@ where
             Err(error) => {
                 if !failing {
                     warn!(credential, %error, "credential not reloaded; the old one stays in force");
+                    coordinator.audit(
+                        AuditRecord::new("credential_reload_failure")
+                            .details(json!({"credential": credential, "error": error})),
+                    );
                 }
                 failing = true;
             }

@@ -102,10 +102,11 @@ impl StagingBuffer {
         }
     }
 
-    /// Makes room for `bytes` in total (a no-op for a pooled buffer of the model's size).
-    pub fn reserve_total(&mut self, bytes: usize) {
+    /// Makes room for `bytes` in total (a no-op for a pooled buffer of the model's size); an
+    /// error instead of an abort when the memory cannot be had.
+    pub fn reserve_total(&mut self, bytes: usize) -> Result<(), std::collections::TryReserveError> {
         self.bytes
-            .reserve_exact(bytes.saturating_sub(self.bytes.len()));
+            .try_reserve_exact(bytes.saturating_sub(self.bytes.len()))
     }
 
     /// Appends received bytes.

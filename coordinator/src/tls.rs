@@ -2,9 +2,9 @@
 //! and reloading when the files change (certificate renewal without a restart).
 //!
 //! With `client_ca` set, a client may present a certificate: one that chains to that CA
-//! authenticates the connection (no bearer token needed) and its subject names the peer in
-//! audit records; one that does not is refused **during the handshake**. Clients without a
-//! certificate are let through to bearer authentication.
+//! reaches the HTTP layer, where [`crate::auth`] decides what it may do by its subject's common
+//! name (`auth.clients_file`); one that does not is refused **during the handshake**. Clients
+//! without a certificate are let through to bearer authentication.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -29,10 +29,12 @@ pub enum TlsError {
 }
 
 /// The identity a verified client certificate gives a connection.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCertificate {
     /// The certificate's subject, e.g. `CN=worker-7, O=diloco`.
     pub subject: String,
+    /// The subject's common name (the first, if several), e.g. `worker-7`.
+    pub common_name: Option<String>,
 }
 
 /// The server's TLS settings, rebuilt when the PEM files change.
@@ -174,8 +176,16 @@ fn aes128_first(mut provider: rustls::crypto::CryptoProvider) -> rustls::crypto:
     provider
 }
 
-/// The subject of a DER certificate, as `CN=…, O=…`.
-pub fn subject(certificate: &CertificateDer<'_>) -> Option<String> {
+/// The subject of a DER certificate (as `CN=…, O=…`) and its common name.
+pub fn client_certificate(certificate: &CertificateDer<'_>) -> Option<ClientCertificate> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
-    Some(parsed.subject().to_string())
+    let subject = parsed.subject();
+    Some(ClientCertificate {
+        subject: subject.to_string(),
+        common_name: subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string),
+    })
 }

@@ -72,6 +72,13 @@ pub enum UploadError {
     Truncated { received: usize, expected: usize },
     #[error("body has bytes after the tensor data")]
     TrailingBytes,
+    #[error(
+        "the safetensors header declares {declared} bytes of tensor data, more than \
+         limits.max_upload_bytes ({limit} bytes)"
+    )]
+    TooLarge { declared: usize, limit: u64 },
+    #[error("the coordinator cannot allocate {0} bytes to receive this upload")]
+    OutOfMemory(usize),
 }
 
 /// One tensor of a staged upload, in data order.
@@ -121,6 +128,9 @@ enum Stage {
 /// Consumes an upload body chunk by chunk.
 pub struct UploadReceiver {
     expectation: Option<Expectation>,
+    /// Most bytes of tensor data a header may declare (`limits.max_upload_bytes`): checked
+    /// before anything is allocated for them.
+    max_data_bytes: u64,
     /// Chunks that arrived after the frame header but before the expectation was known.
     held: Vec<Bytes>,
     stage: Stage,
@@ -141,19 +151,20 @@ pub struct UploadReceiver {
 }
 
 impl UploadReceiver {
-    /// A receiver for an upload that must meet `expectation`, keeping its data in a buffer
-    /// of its own.
-    pub fn new(expectation: Expectation) -> Self {
-        let mut receiver = Self::awaiting_expectation();
+    /// A receiver for an upload that must meet `expectation` and declare at most
+    /// `max_data_bytes` of tensor data, keeping its data in a buffer of its own.
+    pub fn new(expectation: Expectation, max_data_bytes: u64) -> Self {
+        let mut receiver = Self::awaiting_expectation(max_data_bytes);
         receiver.expectation = Some(expectation);
         receiver
     }
 
     /// A receiver whose expectation depends on who sends the upload: once [`Self::frame`]
     /// names the worker, call [`Self::set_expectation`]. Until then later bytes are held.
-    pub fn awaiting_expectation() -> Self {
+    pub fn awaiting_expectation(max_data_bytes: u64) -> Self {
         Self {
             expectation: None,
+            max_data_bytes,
             held: Vec::new(),
             stage: Stage::Frame,
             pending: Vec::new(),
@@ -373,10 +384,21 @@ impl UploadReceiver {
                 self.dtype = Some(dtype);
             }
         }
+        // The declared size is the client's word: held against the limit before any of it is
+        // allocated, and allocated fallibly, so a header claiming petabytes is a 413, not an
+        // abort of the whole process.
+        if header.data_len as u64 > self.max_data_bytes {
+            return Err(UploadError::TooLarge {
+                declared: header.data_len,
+                limit: self.max_data_bytes,
+            });
+        }
         self.entries = header.tensors;
         self.data_len = header.data_len;
         if let DataSink::Stage(buffer) = &mut self.sink {
-            buffer.reserve_total(self.data_len);
+            buffer
+                .reserve_total(self.data_len)
+                .map_err(|_| UploadError::OutOfMemory(self.data_len))?;
         }
         Ok(())
     }

@@ -117,11 +117,15 @@ fn replay(name: &str) {
                 },
                 &safetensors_blob(&sent),
             );
-            let mut receiver = UploadReceiver::new(Expectation::PseudoGradient {
-                layout: layout.clone(),
-                dtype: upload_dtype,
-                required: Arc::new(Vec::new()),
-            });
+            let frame_bytes = frame.len() as u64;
+            let mut receiver = UploadReceiver::new(
+                Expectation::PseudoGradient {
+                    layout: layout.clone(),
+                    dtype: upload_dtype,
+                    required: Arc::new(Vec::new()),
+                },
+                frame_bytes,
+            );
             // Odd chunk sizes: elements and headers straddle chunk boundaries.
             let mut rest = Bytes::from(frame);
             let mut size = 7 + round % 5;

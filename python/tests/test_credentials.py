@@ -10,10 +10,11 @@ import pytest
 from diloco import ConfigurationError, Credentials
 
 
-def operator_bundle(root: Path, *, client: bool = False) -> Path:
+def operator_bundle(root: Path, *, client: bool = False, token: bool = True) -> Path:
     """A directory as the kubelet mounts the operator's worker credential Secret."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "token").write_text("secret-token-value\n")
+    if token:
+        (root / "token").write_text("secret-token-value\n")
     (root / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n")
     (root / "endpoints.json").write_text(
         json.dumps(
@@ -38,6 +39,16 @@ def test_from_dir_reads_the_operator_worker_bundle(tmp_path: Path) -> None:
     assert credentials.ca_file == root / "ca.crt"
     assert (credentials.client_cert, credentials.client_key) == (root / "tls.crt", root / "tls.key")
     assert "secret-token-value" not in repr(credentials)
+
+
+def test_a_named_client_bundle_has_no_token_and_authenticates_by_its_certificate(
+    tmp_path: Path,
+) -> None:
+    root = operator_bundle(tmp_path / "creds", client=True, token=False)
+    credentials = Credentials.from_dir(root)
+    assert not credentials.has_token and credentials.read_token() is None
+    assert (credentials.client_cert, credentials.client_key) == (root / "tls.crt", root / "tls.key")
+    assert credentials.describe_token() == "client certificate"
 
 
 def test_the_token_file_is_read_again_on_every_call(tmp_path: Path) -> None:

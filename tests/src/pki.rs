@@ -63,3 +63,18 @@ impl TestCa {
         self.sign(&[], common_name, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
+
+/// A reqwest client trusting `ca`, presenting `identity` (a client certificate) if given.
+pub fn https_client(ca: &TestCa, identity: Option<&Pem>) -> reqwest::Client {
+    diloco_client::coordinator_client::install_crypto_provider();
+    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("the CA parses");
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(root);
+    if let Some(identity) = identity {
+        let pem = format!("{}\n{}", identity.cert, identity.key);
+        builder = builder
+            .identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("the identity parses"));
+    }
+    builder.build().expect("a reqwest client builds")
+}

@@ -1,6 +1,7 @@
-//! Bearer authentication and the audit log, on a real coordinator process: refusals, live
-//! token rotation, start-up rules, an unwritable audit log, and that no token leaks into the
-//! audit log, the logs or any response.
+//! Bearer authentication and the audit log, on a real coordinator process: refusals, the
+//! admin and worker roles, live token rotation, start-up rules, an unwritable audit log, audit
+//! records bounded whatever a client sends, and that no token leaks into the audit log, the
+//! logs or any response.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +12,7 @@ use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
 use diloco_tests::fresh_token;
 use diloco_tests::processes::{CoordinatorProcess, WorkerProcess, events};
+use diloco_tests::tokens::TestTokens;
 use serde_json::Value;
 
 /// Replaces a file the way a Secret update does: the new content appears at once.
@@ -43,17 +45,19 @@ async fn call(http: &reqwest::Client, url: &str, auth: Option<&str>, seen: &mut 
 #[tokio::test(flavor = "multi_thread")]
 async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let (first, second) = (fresh_token("first"), fresh_token("second"));
-    let wrong = fresh_token("wrong");
-    std::fs::write(tokens.join("token"), format!("{first}\n")).unwrap();
+    let issued = TestTokens::write(dir.path());
+    let tokens = issued.worker_dir.clone();
+    let (first, second) = (issued.worker.clone(), fresh_token("second"));
+    let (admin, wrong) = (issued.admin.clone(), fresh_token("wrong"));
     // No initial parameters: the worker's /init_params defines the model (authenticated too).
     let coordinator = CoordinatorProcess::start(
         dir.path(),
-        "auth: {token_dir: tokens}\n\
-         audit: {path: audit/audit.jsonl}\n\
-         limits: {auth_failures_per_window: 1000}\n",
+        &format!(
+            "auth: {{{}}}\n\
+             audit: {{path: audit/audit.jsonl}}\n\
+             limits: {{auth_failures_per_window: 1000}}\n",
+            issued.auth_keys()
+        ),
     );
     let http = diloco_tests::http_client();
     let url = coordinator.url.clone();
@@ -103,6 +107,35 @@ async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
     assert_eq!(
         call(&http, &status_url, Some(&bearer(&first)), &mut seen).await,
         200
+    );
+
+    // Control actions need the admin token; the worker token gets 403 saying so.
+    let control = |token: &str| {
+        http.post(format!("{url}/control/update_num_workers"))
+            .bearer_auth(token)
+            .body(r#"{"num_workers": 1, "note": "not recorded"}"#)
+            .send()
+    };
+    let refused = control(&first).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["kind"], "forbidden");
+    assert!(
+        body["error"].as_str().unwrap().contains("admin role"),
+        "{body}"
+    );
+    assert_eq!(control(&admin).await.unwrap().status(), 200);
+    // The admin token is a full credential elsewhere too.
+    assert_eq!(
+        call(&http, &status_url, Some(&bearer(&admin)), &mut seen).await,
+        200
+    );
+
+    // A client-chosen path is recorded only up to a bound.
+    let long_path = format!("{url}/{}", "p".repeat(20_000));
+    assert_eq!(
+        call(&http, &long_path, Some("Bearer nope"), &mut seen).await,
+        401
     );
 
     // Rotation: the second token becomes current, the first stays valid for 4 more seconds.
@@ -172,7 +205,7 @@ async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
     assert!(of("outer_step") >= 2, "{records:?}");
     let register = records.iter().find(|r| r["event"] == "register").unwrap();
     assert_eq!(register["worker_id"], "w1");
-    assert_eq!(register["peer"], "bearer");
+    assert_eq!(register["caller"], "worker-token");
     assert!(
         register["remote_addr"]
             .as_str()
@@ -185,6 +218,27 @@ async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
         .unwrap();
     assert_eq!(failure["details"]["path"], "/register");
     assert!(failure["ts"].as_str().unwrap().ends_with('Z'));
+    let long = records
+        .iter()
+        .find(|r| {
+            r["event"] == "auth_failure"
+                && r["details"]["path"].as_str().unwrap().starts_with("/ppp")
+        })
+        .unwrap();
+    let recorded = long["details"]["path"].as_str().unwrap();
+    assert!(
+        recorded.ends_with("…[truncated]") && recorded.chars().count() < 300,
+        "{recorded}"
+    );
+    let control = records.iter().find(|r| r["event"] == "control").unwrap();
+    assert_eq!(control["caller"], "admin-token");
+    assert_eq!(
+        control["details"],
+        serde_json::json!({"action": "update_num_workers", "body": {"num_workers": 1}}),
+        "only the allowlisted fields of a control body"
+    );
+    let forbidden = records.iter().find(|r| r["event"] == "forbidden").unwrap();
+    assert_eq!(forbidden["caller"], "worker-token");
 
     // No token anywhere: audit log, coordinator log, worker output, HTTP responses.
     let everything = format!(
@@ -192,7 +246,7 @@ async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
         std::fs::read_to_string(&audit_path).unwrap(),
         coordinator.log()
     );
-    for secret in [&first, &second, &wrong] {
+    for secret in [&first, &second, &wrong, &admin] {
         assert!(!everything.contains(secret.as_str()), "{secret} leaked");
     }
 }
@@ -217,7 +271,30 @@ async fn start_up_refuses_missing_auth_unreadable_tokens_and_cleartext_beyond_lo
             vec!["--token-dir", "empty"],
             "empty/token is empty",
         ),
+        (
+            "auth: {token_dir: good, admin_token_dir: nowhere}\n",
+            vec![],
+            "cannot load the admin bearer token from nowhere",
+        ),
+        (
+            "auth: {token_dir: good, clients_file: broken.json}\n",
+            vec![],
+            "broken.json is not a valid clients file",
+        ),
+        (
+            "auth: {token_dir: good, clients_file: missing.json}\n",
+            vec![],
+            "cannot load auth.clients_file",
+        ),
+        (
+            "auth: {disabled: true}\nbulk: {listen: '0.0.0.0:0'}\n",
+            vec![],
+            "bulk.insecure: true",
+        ),
     ];
+    std::fs::create_dir_all(dir.path().join("good")).unwrap();
+    std::fs::write(dir.path().join("good/token"), "t").unwrap();
+    std::fs::write(dir.path().join("broken.json"), r#"{"clients": {}}"#).unwrap();
     std::fs::create_dir_all(dir.path().join("empty")).unwrap();
     std::fs::write(dir.path().join("empty/token"), "\n").unwrap();
     for (config, args, message) in cases {

@@ -329,3 +329,73 @@ async fn every_kind_of_bad_upload_is_refused_and_changes_nothing() {
     let expected = 0.25f32.mul_add(0.9, 0.25).mul_add(-0.7, initial[8]);
     assert_eq!(w[0].to_bits(), expected.to_bits(), "{} vs {expected}", w[0]);
 }
+
+/// A frame for `/init_params` whose safetensors header declares `declared` bytes of data but
+/// carries 16.
+fn claiming(declared: u64) -> Vec<u8> {
+    let header = serde_json::json!({
+        "w": {"dtype": "F32", "shape": [declared / 4], "data_offsets": [0, declared]}
+    })
+    .to_string();
+    let mut blob = (header.len() as u64).to_le_bytes().to_vec();
+    blob.extend_from_slice(header.as_bytes());
+    blob.extend_from_slice(&[0; 16]);
+    diloco_tests::frames::frame_with_blob("w0", &blob)
+}
+
+/// `/init_params` holds the size a header declares against `limits.max_upload_bytes` before
+/// allocating anything, and allocates fallibly beyond: a header claiming 2^50 bytes is a 413,
+/// the process stays up and uninitialized, and a real model is accepted afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_init_params_header_claiming_petabytes_is_refused_without_allocating() {
+    let huge: u64 = 1 << 50;
+    for (limits, needle) in [
+        ("{}", "more than limits.max_upload_bytes"),
+        // A limit above what the machine has: the allocation itself fails, cleanly.
+        ("{max_upload_bytes: 4611686018427387904}", "cannot allocate"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = CoordinatorProcess::start(dir.path(), &format!("limits: {limits}\n"));
+        let (http, url) = (diloco_tests::http_client(), coordinator.url.clone());
+        let response = http
+            .post(format!("{url}/init_params"))
+            .body(claiming(huge))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413, "{limits}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["kind"], "too_large");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{limits}: {body}"
+        );
+        let health = http.get(format!("{url}/health")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "the process is still up");
+        let params = http
+            .get(format!("{url}/global_params"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(params.status(), 503, "still uninitialized");
+        let model = frame(
+            "w0",
+            &[RawTensor {
+                name: "w",
+                dtype: "F32",
+                shape: &[4],
+                data: [1.0f32, 2.0, 3.0, 4.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            }],
+        );
+        let accepted = http
+            .post(format!("{url}/init_params"))
+            .body(model)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 200);
+    }
+}

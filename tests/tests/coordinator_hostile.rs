@@ -112,10 +112,18 @@ async fn a_thousand_hostile_requests_change_nothing() {
             ),
         }
     };
+    // The attacker has an address of its own: once it is over its failure allowance it is
+    // refused before any token it sends is compared, the right one included, while the
+    // legitimate worker's address is unaffected.
+    let attacker = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().ok())
+        .build()
+        .unwrap();
     let statuses: Vec<u16> = futures_util::stream::iter(0..HOSTILE_REQUESTS)
         .map(|i| {
             let (auth, path, body) = kinds(i);
-            let (http, url) = (http.clone(), url.clone());
+            let (http, url) = (attacker.clone(), url.clone());
             async move {
                 let mut request = http.post(format!("{url}{path}")).body(body);
                 if path == "/status" {

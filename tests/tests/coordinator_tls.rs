@@ -1,12 +1,13 @@
-//! TLS on a real coordinator: bearer over TLS, client certificates from the configured CA
-//! authenticate without a token, certificates from another CA are refused at the handshake,
-//! and a renewed server certificate is served to new handshakes without a restart.
+//! TLS on a real coordinator: bearer over TLS, listed client certificates from the configured
+//! CA authenticate without a token (a named client's bundle carries none), certificates from
+//! another CA are refused at the handshake, and a renewed server certificate is served to new
+//! handshakes without a restart.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diloco_tests::pki::{Pem, TestCa};
+use diloco_tests::pki::{Pem, TestCa, https_client};
 use diloco_tests::processes::{CoordinatorProcess, WorkerProcess, events};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -15,19 +16,6 @@ use serde_json::Value;
 fn write_pair(dir: &Path, name: &str, pem: &Pem) {
     std::fs::write(dir.join(format!("{name}.pem")), &pem.cert).unwrap();
     std::fs::write(dir.join(format!("{name}.key")), &pem.key).unwrap();
-}
-
-/// A reqwest client trusting `ca`, presenting `identity` if given.
-fn client(ca: &TestCa, identity: Option<&Pem>) -> reqwest::Client {
-    diloco_client::coordinator_client::install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap());
-    if let Some(identity) = identity {
-        let pem = format!("{}\n{}", identity.cert, identity.key);
-        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
 }
 
 /// The leaf certificate the server presents to a fresh handshake, and the cipher suite it
@@ -69,17 +57,22 @@ async fn tls_with_bearer_or_client_certificates_and_live_certificate_renewal() {
     write_pair(&pki, "server", &ca.server(&["127.0.0.1", "localhost"]));
     let token = format!("tls-test-{}", std::process::id());
     std::fs::write(pki.join("tokens/token"), &token).unwrap();
+    std::fs::write(
+        pki.join("clients.json"),
+        r#"{"clients": [{"name": "worker-7", "role": "worker"}]}"#,
+    )
+    .unwrap();
     let coordinator = CoordinatorProcess::start(
         dir.path(),
         "tls: {cert: pki/server.pem, key: pki/server.key, client_ca: pki/ca.pem}\n\
-         auth: {token_dir: pki/tokens}\n\
+         auth: {token_dir: pki/tokens, clients_file: pki/clients.json}\n\
          audit: {path: audit.jsonl}\n",
     );
     let url = coordinator.url.clone();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
 
     // Bearer over TLS.
-    let anonymous = client(&ca, None);
+    let anonymous = https_client(&ca, None);
     let status = |http: &reqwest::Client, token: Option<&str>| {
         let mut request = http.get(format!("{url}/status"));
         if let Some(token) = token {
@@ -93,34 +86,38 @@ async fn tls_with_bearer_or_client_certificates_and_live_certificate_renewal() {
         200
     );
 
-    // A client certificate from the CA: no token needed, and it names the peer.
+    // A listed client certificate from the CA: no token needed, and it names the caller.
     let worker_identity = ca.client("worker-7");
-    let with_certificate = client(&ca, Some(&worker_identity));
+    let with_certificate = https_client(&ca, Some(&worker_identity));
     assert_eq!(status(&with_certificate, None).await.unwrap().status(), 200);
 
     // One from another CA: the handshake fails, no HTTP status at all.
-    let stranger = client(&ca, Some(&other_ca.client("mallory")));
+    let stranger = https_client(&ca, Some(&other_ca.client("mallory")));
     assert!(
         status(&stranger, None).await.is_err(),
         "refused at the handshake"
     );
     assert!(status(&stranger, Some(&token)).await.is_err());
 
-    // The example worker trains over TLS with its certificate.
-    write_pair(&pki, "worker", &worker_identity);
+    // The example worker trains over TLS from a named client's bundle, as the operator
+    // publishes it: certificate, key, CA and endpoints, no bearer token.
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("tls.crt"), &worker_identity.cert).unwrap();
+    std::fs::write(bundle.join("tls.key"), &worker_identity.key).unwrap();
+    std::fs::write(bundle.join("ca.crt"), ca.cert_pem()).unwrap();
+    std::fs::write(
+        bundle.join("endpoints.json"),
+        serde_json::json!({"control": url, "bulk": null}).to_string(),
+    )
+    .unwrap();
     let worker = WorkerProcess::start(
-        "w7",
+        "worker-7",
         &[
-            "--url",
-            &url,
+            "--credentials-dir",
+            bundle.to_str().unwrap(),
             "--rounds",
             "2",
-            "--ca-file",
-            pki.join("ca.pem").to_str().unwrap(),
-            "--client-cert",
-            pki.join("worker.pem").to_str().unwrap(),
-            "--client-key",
-            pki.join("worker.key").to_str().unwrap(),
         ],
     );
     let lines = worker.finish(Duration::from_secs(120));
@@ -157,9 +154,9 @@ async fn tls_with_bearer_or_client_certificates_and_live_certificate_renewal() {
         .collect();
     let register = records
         .iter()
-        .find(|r| r["event"] == "register" && r["worker_id"] == "w7")
-        .expect("w7 registered");
-    assert_eq!(register["peer"], "CN=worker-7");
+        .find(|r| r["event"] == "register" && r["worker_id"] == "worker-7")
+        .expect("worker-7 registered");
+    assert_eq!(register["caller"], "cert:worker-7");
     assert!(
         records.iter().any(|r| r["event"] == "credential_reload"
             && r["details"]["credential"] == "tls_certificate"),

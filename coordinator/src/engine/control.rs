@@ -43,6 +43,41 @@ impl ControlAction {
     }
 }
 
+impl ControlAction {
+    /// The body fields recorded in the audit log for this action (forgather's per-action
+    /// allowlist); anything else a caller sends is left out, so a control request cannot
+    /// inflate the audit log.
+    fn audited_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::SaveState | Self::Shutdown => &[],
+            Self::KickWorker => &["worker_id"],
+            Self::UpdateOptimizer => &["lr", "momentum", "nesterov"],
+            Self::UpdateNumWorkers => &["num_workers"],
+            Self::Command => &["command", "worker_id"],
+        }
+    }
+
+    /// What the audit log records of a control body: the allowlisted fields, strings cut to
+    /// [`crate::audit::MAX_RECORDED_CHARS`], anything but a string, number, boolean or null
+    /// replaced by its type.
+    pub fn audit_summary(self, body: &Value) -> Value {
+        let mut summary = serde_json::Map::new();
+        for field in self.audited_fields() {
+            let Some(value) = body.get(*field) else {
+                continue;
+            };
+            let recorded = match value {
+                Value::String(text) => Value::String(crate::audit::bounded(text)),
+                Value::Array(_) => Value::String("<array>".into()),
+                Value::Object(_) => Value::String("<object>".into()),
+                scalar => scalar.clone(),
+            };
+            summary.insert((*field).to_string(), recorded);
+        }
+        Value::Object(summary)
+    }
+}
+
 fn string_field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
     body.get(key).and_then(Value::as_str)
 }
@@ -65,7 +100,8 @@ impl Coordinator {
             ControlAction::KickWorker => {
                 let worker_id = string_field(body, "worker_id")
                     .ok_or_else(|| ApiError::bad_request("worker_id is required"))?;
-                if !self.remove_worker(worker_id, Departure::Kicked) {
+                // The route already required an admin, who may remove anyone.
+                if !self.remove_worker(worker_id, Departure::Kicked, None)? {
                     return Err(ApiError::unknown_worker(worker_id));
                 }
                 self.close_round_if_ready_in_background();
@@ -138,5 +174,56 @@ impl Coordinator {
                 Ok(json!({"status": "ok", "message": "Shutting down"}))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only forgather's allowlisted fields are recorded, bounded; unknown fields never are.
+    #[test]
+    fn control_bodies_are_audited_by_allowlist_and_bounded() {
+        let summary = |action: &str, body: Value| {
+            ControlAction::from_name(action)
+                .unwrap()
+                .audit_summary(&body)
+        };
+        assert_eq!(
+            summary("save_state", json!({"x": "y".repeat(1000)})),
+            json!({})
+        );
+        assert_eq!(summary("shutdown", json!({"reason": "bye"})), json!({}));
+        assert_eq!(
+            summary("kick_worker", json!({"worker_id": "w1", "note": "n"})),
+            json!({"worker_id": "w1"})
+        );
+        assert_eq!(
+            summary(
+                "update_optimizer",
+                json!({"lr": 0.5, "momentum": 0.8, "nesterov": false, "token": "t"})
+            ),
+            json!({"lr": 0.5, "momentum": 0.8, "nesterov": false})
+        );
+        assert_eq!(
+            summary(
+                "update_num_workers",
+                json!({"num_workers": 4, "extra": [1]})
+            ),
+            json!({"num_workers": 4})
+        );
+        let long = summary(
+            "command",
+            json!({"command": "abort", "worker_id": "w".repeat(5000), "blob": "b"}),
+        );
+        assert_eq!(long["command"], "abort");
+        let worker_id = long["worker_id"].as_str().unwrap();
+        assert!(worker_id.ends_with(crate::audit::TRUNCATION_MARKER));
+        assert!(worker_id.len() < 400, "{}", worker_id.len());
+        assert_eq!(long.as_object().unwrap().len(), 2);
+        assert_eq!(
+            summary("kick_worker", json!({"worker_id": {"nested": ["deep"]}})),
+            json!({"worker_id": "<object>"})
+        );
     }
 }

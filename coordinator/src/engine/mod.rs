@@ -34,6 +34,7 @@ use crate::audit::{AuditLog, AuditRecord};
 use crate::checkpoint::{self, CheckpointMeta, Loaded, RosterEntry};
 use crate::config::Config;
 use crate::fold::StreamStore;
+use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::model::ModelLayout;
 use crate::outer_optimizer::OuterOptimizer;
@@ -125,6 +126,7 @@ impl Coordinator {
                 let mut worker = Worker::new(Arc::new(required), now);
                 worker.hostname = entry.hostname.clone();
                 worker.output_dir = entry.output_dir.clone();
+                worker.owner = entry.owner.clone();
                 worker.restored = true;
                 roster.insert(&entry.worker_id, worker);
             }
@@ -176,6 +178,7 @@ impl Coordinator {
             audit: AuditLog::start(
                 config.audit.path.as_deref(),
                 metrics.audit_write_failures.clone(),
+                metrics.audit_records_dropped.clone(),
             ),
             metrics,
             bulk: std::sync::OnceLock::new(),
@@ -282,10 +285,16 @@ impl Coordinator {
         Duration::from_secs(self.config.training.heartbeat_timeout_seconds)
     }
 
-    /// Registers a worker and returns the parameters it starts from. A registration during an
-    /// outer step waits for the step, so a joiner never starts from parameters about to change.
-    pub async fn register(&self, request: RegisterRequest) -> Result<Arc<Published>, ApiError> {
+    /// Registers a worker for `caller` (who then owns it) and returns the parameters it starts
+    /// from. A registration during an outer step waits for the step, so a joiner never starts
+    /// from parameters about to change.
+    pub async fn register(
+        &self,
+        request: RegisterRequest,
+        caller: &Caller,
+    ) -> Result<Arc<Published>, ApiError> {
         validate_worker_id(&request.worker_id)?;
+        caller.check_worker_id(&request.worker_id)?;
         if request.group.is_some() {
             return Err(ApiError::bad_request(
                 "pipeline-parallel groups are not supported yet: register each rank without `group`",
@@ -300,6 +309,7 @@ impl Coordinator {
             };
             let id = request.worker_id.clone();
             if let Some(existing) = shared.roster.workers.get(&id) {
+                caller.check_acts_for(&id, existing.owner.as_deref())?;
                 if !existing.restored {
                     return Err(ApiError::conflict(format!(
                         "worker {id} is already registered; if it restarted, wait for the heartbeat \
@@ -320,6 +330,7 @@ impl Coordinator {
             worker.hostname = request.hostname;
             worker.output_dir = request.output_dir;
             worker.extra = request.extra;
+            worker.owner = Some(caller.identity().to_string());
             shared.roster.insert(&id, worker);
             if shared
                 .round
@@ -338,8 +349,12 @@ impl Coordinator {
         }
     }
 
-    /// Records a heartbeat; returns the reply body.
-    pub fn heartbeat(&self, request: HeartbeatRequest) -> Result<serde_json::Value, ApiError> {
+    /// Records a heartbeat from `caller`; returns the reply body.
+    pub fn heartbeat(
+        &self,
+        request: HeartbeatRequest,
+        caller: &Caller,
+    ) -> Result<serde_json::Value, ApiError> {
         let mut shared = lock(&self.shared);
         let registered = shared.roster.workers.len();
         let (round, num_workers) = (shared.round.number, shared.num_workers);
@@ -348,6 +363,7 @@ impl Coordinator {
             .workers
             .get_mut(&request.worker_id)
             .ok_or_else(|| ApiError::unknown_worker(&request.worker_id))?;
+        caller.check_acts_for(&request.worker_id, worker.owner.as_deref())?;
         worker.touch(Instant::now());
         worker.last_heartbeat = Timestamp::now();
         if let Some(sps) = request.steps_per_second.filter(|v| v.is_finite()) {
@@ -368,20 +384,31 @@ impl Coordinator {
         Ok(reply)
     }
 
-    /// Removes a worker (a no-op for unknown ids, as in forgather).
-    pub fn deregister(self: &Arc<Self>, worker_id: &str) {
-        let removed = self.remove_worker(worker_id, Departure::Deregistered);
+    /// Removes a worker for `caller`, its owner or an admin (a no-op for unknown ids, as in
+    /// forgather).
+    pub fn deregister(self: &Arc<Self>, worker_id: &str, caller: &Caller) -> Result<(), ApiError> {
+        let removed = self.remove_worker(worker_id, Departure::Deregistered, Some(caller))?;
         if removed {
             self.close_round_if_ready_in_background();
         }
+        Ok(())
     }
 
     /// The death path shared by deregistration, eviction and kicks. Returns whether the
-    /// worker was registered.
-    fn remove_worker(&self, worker_id: &str, why: Departure) -> bool {
+    /// worker was registered. With `caller`, it must be allowed to remove the worker (checked
+    /// under the same lock as the removal).
+    fn remove_worker(
+        &self,
+        worker_id: &str,
+        why: Departure,
+        caller: Option<&Caller>,
+    ) -> Result<bool, ApiError> {
         let mut shared = lock(&self.shared);
+        if let (Some(caller), Some(worker)) = (caller, shared.roster.workers.get(worker_id)) {
+            caller.check_may_remove(worker_id, worker.owner.as_deref())?;
+        }
         if !shared.roster.remove(worker_id) {
-            return false;
+            return Ok(false);
         }
         shared.round.forget(worker_id);
         if shared.stream_owner.as_deref() == Some(worker_id) {
@@ -399,7 +426,12 @@ impl Coordinator {
             Departure::Kicked => "kick",
         };
         let round = shared.round.number;
-        self.audit(AuditRecord::new(event).worker(worker_id).round(round));
+        self.audit(
+            AuditRecord::new(event)
+                .worker(worker_id)
+                .round(round)
+                .caller(caller.map(|c| c.identity().to_string())),
+        );
         if why == Departure::Evicted {
             self.metrics.evictions.inc();
             warn!(
@@ -411,12 +443,18 @@ impl Coordinator {
             info!(worker_id, reason = ?why, "worker left");
         }
         self.update_gauges(&shared);
-        true
+        Ok(true)
     }
 
-    /// Starts an upload from `worker_id`: refuses unknown workers and second uploads in the
-    /// same round before any tensor data is read.
-    pub fn begin_upload(self: &Arc<Self>, frame: &FrameHeader) -> Result<UploadTicket, ApiError> {
+    /// Starts an upload from `worker_id`: refuses unknown workers, callers other than the one
+    /// that registered it and second uploads in the same round before any tensor data is read.
+    /// `caller` is `None` on a listener without authentication (a cleartext bulk plane), where
+    /// nobody can be told apart.
+    pub fn begin_upload(
+        self: &Arc<Self>,
+        frame: &FrameHeader,
+        caller: Option<&Caller>,
+    ) -> Result<UploadTicket, ApiError> {
         let worker_id = frame.worker_id.as_str();
         let mut shared = lock(&self.shared);
         let layout = shared.layout.clone().ok_or_else(ApiError::uninitialized)?;
@@ -427,6 +465,9 @@ impl Coordinator {
             .workers
             .get_mut(worker_id)
             .ok_or_else(|| ApiError::unknown_worker(worker_id))?;
+        if let Some(caller) = caller {
+            caller.check_acts_for(worker_id, worker.owner.as_deref())?;
+        }
         worker.touch(Instant::now());
         let required = worker.required.clone();
         if shared.round.contributed.contains(worker_id) {
@@ -672,6 +713,7 @@ impl Coordinator {
                         worker_id: id.clone(),
                         hostname: w.hostname.clone(),
                         output_dir: w.output_dir.clone(),
+                        owner: w.owner.clone(),
                         slice: (w.required.len() != state.layout().params().len()).then(|| {
                             w.required
                                 .iter()
@@ -736,7 +778,8 @@ impl Coordinator {
             .roster
             .stale(self.heartbeat_timeout(), Instant::now());
         for worker_id in stale {
-            self.remove_worker(&worker_id, Departure::Evicted);
+            // Without a caller nothing is checked, so this cannot fail.
+            let _ = self.remove_worker(&worker_id, Departure::Evicted, None);
         }
         self.close_round_if_ready_in_background();
     }

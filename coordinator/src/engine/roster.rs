@@ -51,6 +51,10 @@ pub struct Worker {
     pub command: Option<String>,
     /// Restored from a checkpoint and not heard from since the restart.
     pub restored: bool,
+    /// The identity that registered it (`worker-token`, `cert:<CN>`, …); only it may act for
+    /// the worker. `None` for a worker restored from a checkpoint written before owners were
+    /// recorded: its next registration claims it.
+    pub owner: Option<String>,
 }
 
 impl Worker {
@@ -70,6 +74,7 @@ impl Worker {
             last_sync_round: None,
             command: None,
             restored: false,
+            owner: None,
         }
     }
 

@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
 use crate::audit::AuditRecord;
-use crate::auth::{AuthState, FailureLimiter, Peer, TokenStore, remote_addr, require_bearer};
+use crate::auth::{AuthState, Credentials, FailureLimiter, remote_addr};
 use crate::engine::{ControlAction, Coordinator};
+use crate::identity::Caller;
 use body_limits::{BodyLimits, read_body_within_limits};
 
 /// Shared handler state.
@@ -86,10 +87,11 @@ fn bulk_routes() -> Router<App> {
         .layer(DefaultBodyLimit::disable())
 }
 
-/// The control plane's routes; with `tokens`, all but `/health` need a credential. With a
-/// bulk plane, the bulk paths answer 404 with its URL (after authentication, so only
-/// authenticated callers learn it).
-pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
+/// The control plane's routes; with `credentials`, all but `/health` need one (without, as
+/// with `auth.disabled`, every caller is the anonymous admin). `/control/*` needs the admin
+/// role. With a bulk plane, the bulk paths answer 404 with its URL (after authentication, so
+/// only authenticated callers learn it).
+pub fn router(app: App, credentials: Option<Arc<Credentials>>) -> Router {
     let json_limit = app.config().limits.max_json_bytes;
     let mut uploads = Router::new()
         .route("/init_params", post(tensors::init_params))
@@ -127,7 +129,13 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
             "/info",
             get(|State(app): State<App>| async move { axum::Json(app.info()) }),
         )
-        .route("/control/{action}", post(control))
+        .route(
+            "/control/{action}",
+            post(control).layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::auth::require_admin,
+            )),
+        )
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -145,7 +153,11 @@ pub fn router(app: App, tokens: Option<Arc<TokenStore>>) -> Router {
                 "Method not allowed on this endpoint",
             )
         });
-    with_auth(router, &app, tokens).with_state(app)
+    match credentials {
+        Some(credentials) => with_auth(router, &app, credentials),
+        None => router.layer(axum::middleware::from_fn(crate::auth::anonymous)),
+    }
+    .with_state(app)
 }
 
 /// 404 for a bulk path on the control plane, with the bulk URL in a header and the body.
@@ -165,17 +177,18 @@ fn bulk_elsewhere(advert: &BulkAdvert, headers: &HeaderMap) -> Response {
     response
 }
 
-/// The bulk plane's routes: the bulk paths and `/health`, nothing else. With `tokens` they
-/// need the control plane's credentials; a cleartext bulk plane without them never should see
-/// a bearer token, and counts (and logs) any it does.
-pub fn bulk_router(app: App, tokens: Option<Arc<TokenStore>>, tls: bool) -> Router {
+/// The bulk plane's routes: the bulk paths and `/health`, nothing else. With `credentials`
+/// they need the control plane's credentials (and uploads are bound to the identity that
+/// registered the worker); without, nobody can be told apart. A cleartext bulk plane never
+/// should see a bearer token, and counts (and logs) any it does.
+pub fn bulk_router(app: App, credentials: Option<Arc<Credentials>>, tls: bool) -> Router {
     let router = bulk_routes()
         .route(
             "/health",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .fallback(|uri: axum::http::Uri| async move { not_served_on("the bulk plane", &uri) });
-    let router = if tokens.is_none() && !tls {
+    let router = if credentials.is_none() && !tls {
         router.layer(axum::middleware::from_fn_with_state(
             app.clone(),
             flag_cleartext_bearer,
@@ -183,7 +196,11 @@ pub fn bulk_router(app: App, tokens: Option<Arc<TokenStore>>, tls: bool) -> Rout
     } else {
         router
     };
-    with_auth(router, &app, tokens).with_state(app)
+    match credentials {
+        Some(credentials) => with_auth(router, &app, credentials),
+        None => router,
+    }
+    .with_state(app)
 }
 
 /// 404 for a path another listener serves.
@@ -223,22 +240,30 @@ async fn flag_cleartext_bearer(
     next.run(request).await
 }
 
-fn with_auth(router: Router<App>, app: &App, tokens: Option<Arc<TokenStore>>) -> Router<App> {
-    match tokens {
-        Some(tokens) => {
-            let limits = &app.config().limits;
-            let auth = Arc::new(AuthState {
-                coordinator: app.clone(),
-                tokens,
-                limiter: FailureLimiter::new(
-                    limits.auth_failures_per_window,
-                    Duration::from_secs(limits.auth_failure_window_seconds),
-                ),
-            });
-            router.layer(axum::middleware::from_fn_with_state(auth, require_bearer))
-        }
-        None => router,
-    }
+/// Puts authentication in front of `router`, with a failure limiter of its own: a listener's
+/// failures never block its callers on another listener.
+fn with_auth(router: Router<App>, app: &App, credentials: Arc<Credentials>) -> Router<App> {
+    let limits = &app.config().limits;
+    let auth = Arc::new(AuthState {
+        coordinator: app.clone(),
+        credentials,
+        limiter: FailureLimiter::new(
+            limits.auth_failures_per_window,
+            Duration::from_secs(limits.auth_failure_window_seconds),
+        ),
+    });
+    router.layer(axum::middleware::from_fn_with_state(
+        auth,
+        crate::auth::authenticate,
+    ))
+}
+
+/// The caller authentication put into the request; refused when there is none (a route
+/// reached without authentication is a bug, and fails closed).
+fn caller(extensions: &Extensions) -> Result<&Caller, ApiError> {
+    extensions
+        .get::<Caller>()
+        .ok_or_else(|| ApiError::internal("the request was not authenticated"))
 }
 
 /// Parses a JSON body; an empty body counts as `{}` where `T` allows it.
@@ -252,11 +277,24 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// An audit record of `event` stamped with the request's remote address and peer.
+/// Passes `error` on, recording it in the audit log and metrics first when it is a 403 from
+/// the engine (a worker id outside the caller's certificate, a worker someone else registered).
+fn audit_if_forbidden(app: &App, extensions: &Extensions, path: &str, error: ApiError) -> ApiError {
+    if error.status == StatusCode::FORBIDDEN {
+        app.metrics().forbidden.inc();
+        app.audit(
+            audit_record("forbidden", extensions)
+                .details(json!({"path": path, "reason": crate::audit::bounded(&error.message)})),
+        );
+    }
+    error
+}
+
+/// An audit record of `event` stamped with the request's remote address and caller.
 fn audit_record(event: &'static str, extensions: &Extensions) -> AuditRecord {
     AuditRecord::new(event)
         .remote(remote_addr(extensions))
-        .peer(extensions.get::<Peer>().map(|p| p.0.clone()))
+        .caller(extensions.get::<Caller>().map(|c| c.identity().to_string()))
 }
 
 async fn control(
@@ -272,8 +310,11 @@ async fn control(
         )
     })?;
     let body: Value = parse_json(&body)?;
-    // Control bodies carry settings and worker ids, never credentials.
-    app.audit(audit_record("control", &extensions).details(json!({"action": name, "body": body})));
+    // Recorded before the action runs, so a failing action is recorded too.
+    app.audit(
+        audit_record("control", &extensions)
+            .details(json!({"action": name, "body": action.audit_summary(&body)})),
+    );
     let reply = tokio::task::spawn_blocking(move || app.control(action, &body))
         .await
         .map_err(|e| ApiError::internal(format!("control action failed: {e}")))??;

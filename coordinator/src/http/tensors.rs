@@ -16,10 +16,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use super::App;
+use super::{App, audit_if_forbidden};
 use crate::api_error::ApiError;
 use crate::engine::{Published, UploadTicket};
 use crate::fold::StreamStore;
+use crate::identity::Caller;
 use crate::upload::{DataSink, Expectation, StagedUpload, UploadReceiver};
 
 /// Header carrying the round of the parameters in a tensor response.
@@ -58,11 +59,12 @@ pub async fn submit_fragment() -> ApiError {
 }
 
 pub async fn submit_pseudograd(State(app): State<App>, request: Request) -> Response {
+    let extensions = request.extensions().clone();
     match submit(&app, request).await {
         Ok(published) => tensor_response(&published),
         Err(error) => {
             app.metrics().reject(error.kind.unwrap_or("other"));
-            error.into_response()
+            audit_if_forbidden(&app, &extensions, "/submit_pseudograd", error).into_response()
         }
     }
 }
@@ -133,6 +135,8 @@ async fn receive(
         .kind("too_large")
     };
     let declared = content_length(request.headers());
+    // Absent on a listener without authentication (a cleartext bulk plane).
+    let caller = request.extensions().get::<Caller>().cloned();
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -142,8 +146,8 @@ async fn receive(
     let mut body = request.into_body().into_data_stream();
     let with_expectation = expectation.is_some();
     let mut receiver = match expectation {
-        Some(expectation) => UploadReceiver::new(expectation),
-        None => UploadReceiver::awaiting_expectation(),
+        Some(expectation) => UploadReceiver::new(expectation, limit),
+        None => UploadReceiver::awaiting_expectation(limit),
     };
     let mut ticket: Option<UploadTicket> = None;
     let mut store: Option<StreamStore> = None;
@@ -172,7 +176,7 @@ async fn receive(
                 && !with_expectation
                 && let Some(frame) = receiver.frame()
             {
-                let started = app.begin_upload(frame)?;
+                let started = app.begin_upload(frame, caller.as_ref())?;
                 let sink = if started.streaming {
                     DataSink::Stream
                 } else {

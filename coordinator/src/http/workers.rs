@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::tensors::tensor_response;
-use super::{App, BULK_URL_HEADER, audit_record, parse_json};
+use super::{App, BULK_URL_HEADER, audit_if_forbidden, audit_record, caller, parse_json};
 use crate::api_error::ApiError;
+use crate::audit::bounded;
 use crate::engine::RegisterRequest;
 use crate::wire::messages::WorkerRef;
 
@@ -19,8 +20,14 @@ pub async fn register(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: RegisterRequest = parse_json(&body)?;
-    let (worker_id, hostname) = (request.worker_id.clone(), request.hostname.clone());
-    let published = app.register(request).await?;
+    let (worker_id, hostname) = (
+        request.worker_id.clone(),
+        request.hostname.as_deref().map(bounded),
+    );
+    let published = app
+        .register(request, caller(&extensions)?)
+        .await
+        .map_err(|e| audit_if_forbidden(&app, &extensions, "/register", e))?;
     app.audit(
         audit_record("register", &extensions)
             .worker(worker_id)
@@ -36,12 +43,24 @@ pub async fn register(
     Ok(response)
 }
 
-pub async fn heartbeat(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
-    Ok(axum::Json(app.heartbeat(parse_json(&body)?)?).into_response())
+pub async fn heartbeat(
+    State(app): State<App>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let reply = app
+        .heartbeat(parse_json(&body)?, caller(&extensions)?)
+        .map_err(|e| audit_if_forbidden(&app, &extensions, "/heartbeat", e))?;
+    Ok(axum::Json(reply).into_response())
 }
 
-pub async fn deregister(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn deregister(
+    State(app): State<App>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: WorkerRef = parse_json(&body)?;
-    app.deregister(&request.worker_id);
+    app.deregister(&request.worker_id, caller(&extensions)?)
+        .map_err(|e| audit_if_forbidden(&app, &extensions, "/deregister", e))?;
     Ok(axum::Json(json!({"status": "ok"})).into_response())
 }

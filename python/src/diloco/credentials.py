@@ -3,11 +3,12 @@
 The operator publishes a worker's credentials in a Secret that is mounted as a directory:
 
 ============== =========================================================================
-``token``       the bearer token (absent when the server runs without authentication);
-                replaced in place when the token is rotated
+``token``       the bearer token (absent when the server runs without authentication, and
+                in a named client's bundle); replaced in place when the token is rotated
 ``ca.crt``      the CA bundle that signed the coordinator's certificate (TLS only)
 ``tls.crt``     a client certificate (only in the Secrets of named clients,
-``tls.key``     ``spec.tls.clients``); it authenticates without a token
+``tls.key``     ``spec.tls.clients``); it authenticates without a token, for worker ids
+                equal to its name or starting with ``<name>.``
 ``endpoints.json`` ``{"control": "https://llm-control.ml.svc:8512", "bulk": "…" | null}``
 ============== =========================================================================
 
