@@ -13,8 +13,8 @@ use diloco_crds::ClientAuth;
 
 use crate::error::{Error, Result};
 use crate::names::{CLIENTS_KEY, Component};
-use crate::reconcile::OPERATOR_CLIENT_NAME;
 use crate::reconcile::build::{BuildContext, Credentials, TlsSource};
+use crate::reconcile::credentials::OPERATOR_CLIENT_NAME;
 
 /// What a client certificate may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
