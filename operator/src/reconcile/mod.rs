@@ -138,7 +138,7 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
         coordinator,
     };
     let new_status = status::reconciled_status(server, &outcome, now);
-    let ready = new_status.phase.as_deref() == Some("Ready");
+    let ready = new_status.phase == Some(diloco_crds::Phase::Ready);
     status::write_status(&ctx.client, server, new_status).await?;
     match reported {
         Some(reported) if ready => {

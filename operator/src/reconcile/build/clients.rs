@@ -81,11 +81,8 @@ pub fn build_clients_config_map(
         .iter()
         .map(|(name, role)| json!({"name": name, "role": role.as_str()}))
         .collect();
-    let text =
-        serde_json::to_string_pretty(&json!({"clients": list})).map_err(|e| Error::Serialize {
-            what: CLIENTS_KEY.into(),
-            message: e.to_string(),
-        })?;
+    let text = serde_json::to_string_pretty(&json!({"clients": list}))
+        .map_err(Error::serialize(CLIENTS_KEY))?;
     Ok(Some(ConfigMap {
         metadata: ctx.metadata(ctx.names.clients_config_map(), Component::Clients),
         data: Some(BTreeMap::from([(CLIENTS_KEY.to_string(), text + "\n")])),
