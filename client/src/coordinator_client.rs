@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::wire::dtype::WireDtype;
-
-/// Header carrying the round of the parameters in a tensor response.
-pub const ROUND_HEADER: &str = "x-diloco-round";
+use diloco_contract::api::{
+    self, BULK_URL_HEADER, ControlAction, ErrorBody, ErrorKind, HeartbeatReply, HeartbeatRequest,
+    InfoReply, KnownWorkersReply, OkReply, ROUND_HEADER, RegisterRequest, StatusReply,
+    TENSOR_CONTENT_TYPE, WorkerRef,
+};
+use diloco_contract::env;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Errors talking to the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,11 @@ impl ClientError {
             ClientError::Refused { kind, .. } => kind.as_deref(),
             _ => None,
         }
+    }
+
+    /// Whether the coordinator refused with `kind`.
+    pub fn is(&self, kind: ErrorKind) -> bool {
+        self.kind() == Some(kind.as_str())
     }
 
     /// The HTTP status, for refusals.
@@ -142,10 +148,10 @@ impl std::fmt::Debug for TokenSource {
 impl TokenSource {
     /// `DILOCO_TOKEN_FILE` if set, else `DILOCO_TOKEN`, else none.
     pub fn from_env() -> Self {
-        if let Some(path) = std::env::var_os("DILOCO_TOKEN_FILE").filter(|p| !p.is_empty()) {
+        if let Some(path) = std::env::var_os(env::TOKEN_FILE).filter(|p| !p.is_empty()) {
             return Self::File(path.into());
         }
-        match std::env::var("DILOCO_TOKEN") {
+        match std::env::var(env::TOKEN) {
             Ok(token) if !token.trim().is_empty() => Self::Value(token.trim().to_string()),
             _ => Self::None,
         }
@@ -176,71 +182,13 @@ impl ClientConfig {
             submit_timeout: Duration::from_secs(3600),
             retry: RetryPolicy::default(),
             token: TokenSource::from_env(),
-            ca_file: std::env::var_os("DILOCO_CA_FILE").map(Into::into),
-            client_identity: std::env::var_os("DILOCO_CLIENT_CERT")
-                .zip(std::env::var_os("DILOCO_CLIENT_KEY"))
+            ca_file: std::env::var_os(env::CA_FILE).map(Into::into),
+            client_identity: std::env::var_os(env::CLIENT_CERT)
+                .zip(std::env::var_os(env::CLIENT_KEY))
                 .map(|(cert, key)| (cert.into(), key.into())),
             resolve: Vec::new(),
         }
     }
-}
-
-/// What `/info` tells a worker to adopt.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Info {
-    /// The coordinator has parameters (else one worker must send them to `/init_params`).
-    #[serde(default = "default_true")]
-    pub parameters_initialized: bool,
-    /// Outer steps completed.
-    #[serde(default)]
-    pub sync_round: u64,
-    /// Server-authoritative settings.
-    pub expected_client_settings: ExpectedSettings,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// `expected_client_settings` of `/info`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ExpectedSettings {
-    /// Inner steps per round.
-    pub sync_every: u64,
-    /// Dtype of pseudo-gradient uploads.
-    pub upload_dtype: WireDtype,
-    /// Dtype of parameters sent back.
-    pub download_dtype: WireDtype,
-    /// Tensor serialization; must be `safetensors`.
-    pub wire_format: String,
-    /// Seconds without a heartbeat before eviction.
-    pub heartbeat_timeout: u64,
-}
-
-/// `/register` body.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Registration {
-    /// Unique worker id.
-    pub worker_id: String,
-    /// Hostname.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// Names and shapes of the parameters this worker holds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub param_shapes: Option<std::collections::BTreeMap<String, Vec<usize>>>,
-}
-
-/// `/heartbeat` body.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Heartbeat {
-    /// The worker.
-    pub worker_id: String,
-    /// Inner steps per second.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps_per_second: Option<f64>,
-    /// Statistics (`loss`, `tokens_total`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<Value>,
 }
 
 /// Parameters from the coordinator: safetensors bytes and the round they belong to.
@@ -267,9 +215,6 @@ pub struct CoordinatorClient {
     /// The bulk plane's URL, learned from `/register` (`X-Forgather-Bulk-Url`).
     bulk_url: std::sync::Arc<std::sync::RwLock<Option<String>>>,
 }
-
-/// Header in which the coordinator advertises its bulk plane.
-pub const BULK_URL_HEADER: &str = "x-forgather-bulk-url";
 
 impl CoordinatorClient {
     /// A client for the coordinator in `config`.
@@ -477,16 +422,14 @@ impl CoordinatorClient {
             return Ok(response);
         }
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        // A refusal without our error body (a proxy's page) still reports its status.
+        let body: Option<ErrorBody> = response.json().await.ok();
+        let (kind, message) = body.map_or((None, None), |b| (b.kind, Some(b.error)));
         Err(ClientError::Refused {
             path: path.to_string(),
             status,
-            kind: body.get("kind").and_then(Value::as_str).map(str::to_string),
-            message: body
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("(no message)")
-                .to_string(),
+            kind,
+            message: message.unwrap_or_else(|| "(no message)".to_string()),
         })
     }
 
@@ -504,7 +447,7 @@ impl CoordinatorClient {
         }
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let request = self
             .http
             .get(self.url(path))
@@ -529,6 +472,19 @@ impl CoordinatorClient {
         self.send(path, request).await
     }
 
+    /// `POST path` with a JSON body; the JSON reply.
+    async fn post_for_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let response = self.post_json(path, body).await?;
+        response.json().await.map_err(|e| ClientError::Protocol {
+            path: path.into(),
+            detail: e.to_string(),
+        })
+    }
+
     async fn params(
         &self,
         path: &str,
@@ -549,87 +505,92 @@ impl CoordinatorClient {
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<(), ClientError> {
-        self.get_json::<Value>("/health").await.map(|_| ())
+        self.get_json::<OkReply>(api::HEALTH).await.map(|_| ())
     }
 
-    /// `GET /info`.
-    pub async fn info(&self) -> Result<Info, ClientError> {
-        self.get_json("/info").await
+    /// `GET /info`: what a worker must adopt.
+    pub async fn info(&self) -> Result<InfoReply, ClientError> {
+        self.get_json(api::INFO).await
     }
 
     /// `GET /status`.
-    pub async fn status(&self) -> Result<Value, ClientError> {
-        self.get_json("/status").await
+    pub async fn status(&self) -> Result<StatusReply, ClientError> {
+        self.get_json(api::STATUS).await
+    }
+
+    /// `GET /known_workers`.
+    pub async fn known_workers(&self) -> Result<KnownWorkersReply, ClientError> {
+        self.get_json(api::KNOWN_WORKERS).await
     }
 
     /// `POST /register`: the parameters to start from.
-    pub async fn register(&self, registration: &Registration) -> Result<ParamsBlob, ClientError> {
-        let response = self.post_json("/register", registration).await?;
+    pub async fn register(
+        &self,
+        registration: &RegisterRequest,
+    ) -> Result<ParamsBlob, ClientError> {
+        let response = self.post_json(api::REGISTER, registration).await?;
         self.learn_bulk_url(&response);
-        self.params("/register", response).await
+        self.params(api::REGISTER, response).await
     }
 
-    /// `POST /heartbeat`: the reply (round, worker counts, maybe a command).
-    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<Value, ClientError> {
-        let response = self.post_json("/heartbeat", heartbeat).await?;
-        response.json().await.map_err(|e| ClientError::Protocol {
-            path: "/heartbeat".into(),
-            detail: e.to_string(),
-        })
+    /// `POST /heartbeat`: the reply (round, worker counts, maybe a relayed command).
+    pub async fn heartbeat(
+        &self,
+        heartbeat: &HeartbeatRequest,
+    ) -> Result<HeartbeatReply, ClientError> {
+        self.post_for_json(api::HEARTBEAT, heartbeat).await
     }
 
     /// `POST /deregister`.
     pub async fn deregister(&self, worker_id: &str) -> Result<(), ClientError> {
-        self.post_json(
-            "/deregister",
-            &serde_json::json!({ "worker_id": worker_id }),
-        )
-        .await
-        .map(|_| ())
+        let body = WorkerRef {
+            worker_id: worker_id.to_string(),
+        };
+        self.post_json(api::DEREGISTER, &body).await.map(|_| ())
     }
 
     /// `GET /global_params`.
     pub async fn global_params(&self) -> Result<ParamsBlob, ClientError> {
         let response = self
-            .send_bulk("/global_params", |url| {
+            .send_bulk(api::GLOBAL_PARAMS, |url| {
                 self.http.get(url).timeout(self.config.request_timeout)
             })
             .await?;
-        self.params("/global_params", response).await
+        self.params(api::GLOBAL_PARAMS, response).await
     }
 
     /// `POST /submit_pseudograd` with a complete frame; returns the next parameters.
     pub async fn submit(&self, frame: Bytes) -> Result<ParamsBlob, ClientError> {
         let response = self
-            .send_bulk("/submit_pseudograd", |url| {
+            .send_bulk(api::SUBMIT_PSEUDOGRAD, |url| {
                 self.http
                     .post(url)
                     .timeout(self.config.submit_timeout)
-                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .header(reqwest::header::CONTENT_TYPE, TENSOR_CONTENT_TYPE)
                     .body(frame.clone())
             })
             .await?;
-        self.params("/submit_pseudograd", response).await
+        self.params(api::SUBMIT_PSEUDOGRAD, response).await
     }
 
     /// `POST /init_params` with a frame carrying this worker's parameters.
     pub async fn init_params(&self, frame: Bytes) -> Result<ParamsBlob, ClientError> {
         let request = self
             .http
-            .post(self.url("/init_params"))
+            .post(self.url(api::INIT_PARAMS))
             .timeout(self.config.submit_timeout)
             .body(frame);
-        let response = self.send("/init_params", request).await?;
-        self.params("/init_params", response).await
+        let response = self.send(api::INIT_PARAMS, request).await?;
+        self.params(api::INIT_PARAMS, response).await
     }
 
-    /// `POST /control/<action>`.
-    pub async fn control(&self, action: &str, body: &Value) -> Result<Value, ClientError> {
-        let path = format!("/control/{action}");
-        let response = self.post_json(&path, body).await?;
-        response.json().await.map_err(|e| ClientError::Protocol {
-            path,
-            detail: e.to_string(),
-        })
+    /// `POST /control/<action>` (admin only) with its body (`api::control`'s request types, or
+    /// `{}`); the reply as `R` (`api::control`'s reply types, or `serde_json::Value`).
+    pub async fn control<R: DeserializeOwned>(
+        &self,
+        action: ControlAction,
+        body: &impl Serialize,
+    ) -> Result<R, ClientError> {
+        self.post_for_json(&action.path(), body).await
     }
 }

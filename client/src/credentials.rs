@@ -5,37 +5,16 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use diloco_contract::credentials::{CA_CERT, ENDPOINTS, Endpoints, TLS_CERT, TLS_KEY, TOKEN};
 
 use crate::coordinator_client::{ClientConfig, ClientError, TokenSource};
-
-/// File of the bearer token in a worker bundle.
-pub const TOKEN_FILE: &str = "token";
-/// File of the CA bundle to trust.
-pub const CA_FILE: &str = "ca.crt";
-/// File of the client certificate (named clients only).
-pub const CLIENT_CERT_FILE: &str = "tls.crt";
-/// File of the client certificate's key.
-pub const CLIENT_KEY_FILE: &str = "tls.key";
-/// File of the coordinator's endpoints.
-pub const ENDPOINTS_FILE: &str = "endpoints.json";
-
-/// `endpoints.json`: where the coordinator's planes are reachable.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Endpoints {
-    /// Control-plane URL.
-    pub control: String,
-    /// Bulk-plane URL (absent when the bulk plane is disabled).
-    #[serde(default)]
-    pub bulk: Option<String>,
-}
 
 impl ClientConfig {
     /// Settings from a mounted worker bundle: the control URL from `endpoints.json`, the token
     /// as a file (re-read after a 401, so a rotated Secret is picked up), the CA, and the
     /// client certificate when the bundle has one. Files a bundle lacks are simply not used.
     pub fn from_credentials_dir(dir: &Path) -> Result<Self, ClientError> {
-        let endpoints_path = dir.join(ENDPOINTS_FILE);
+        let endpoints_path = dir.join(ENDPOINTS);
         let text = std::fs::read_to_string(&endpoints_path).map_err(|e| {
             ClientError::Config(format!("cannot read {}: {e}", endpoints_path.display()))
         })?;
@@ -43,15 +22,15 @@ impl ClientConfig {
             ClientError::Config(format!("{} is not valid: {e}", endpoints_path.display()))
         })?;
         let mut config = Self::new(endpoints.control);
-        let token = dir.join(TOKEN_FILE);
+        let token = dir.join(TOKEN);
         config.token = if token.is_file() {
             TokenSource::File(token)
         } else {
             TokenSource::None
         };
-        let ca = dir.join(CA_FILE);
+        let ca = dir.join(CA_CERT);
         config.ca_file = ca.is_file().then_some(ca);
-        let (cert, key) = (dir.join(CLIENT_CERT_FILE), dir.join(CLIENT_KEY_FILE));
+        let (cert, key) = (dir.join(TLS_CERT), dir.join(TLS_KEY));
         config.client_identity = (cert.is_file() && key.is_file()).then_some((cert, key));
         Ok(config)
     }
@@ -74,16 +53,16 @@ mod tests {
     fn worker_bundle_configures_url_token_file_and_ca() {
         let dir = bundle(&[
             (
-                ENDPOINTS_FILE,
+                ENDPOINTS,
                 r#"{"control": "https://llm-control.ml.svc:8512", "bulk": "https://llm-bulk.ml.svc:8513"}"#,
             ),
-            (TOKEN_FILE, "secret\n"),
-            (CA_FILE, "-----BEGIN CERTIFICATE-----"),
+            (TOKEN, "secret\n"),
+            (CA_CERT, "-----BEGIN CERTIFICATE-----"),
         ]);
         let config = ClientConfig::from_credentials_dir(dir.path()).unwrap();
         assert_eq!(config.url, "https://llm-control.ml.svc:8512");
-        assert!(matches!(&config.token, TokenSource::File(p) if p == &dir.path().join(TOKEN_FILE)));
-        assert_eq!(config.ca_file, Some(dir.path().join(CA_FILE)));
+        assert!(matches!(&config.token, TokenSource::File(p) if p == &dir.path().join(TOKEN)));
+        assert_eq!(config.ca_file, Some(dir.path().join(CA_CERT)));
         assert_eq!(config.client_identity, None);
     }
 
@@ -91,28 +70,25 @@ mod tests {
     #[test]
     fn client_bundle_without_a_token_authenticates_by_its_certificate() {
         let dir = bundle(&[
-            (ENDPOINTS_FILE, r#"{"control": "https://10.0.0.1:8512"}"#),
-            (CA_FILE, "ca"),
-            (CLIENT_CERT_FILE, "cert"),
-            (CLIENT_KEY_FILE, "key"),
+            (ENDPOINTS, r#"{"control": "https://10.0.0.1:8512"}"#),
+            (CA_CERT, "ca"),
+            (TLS_CERT, "cert"),
+            (TLS_KEY, "key"),
         ]);
         let config = ClientConfig::from_credentials_dir(dir.path()).unwrap();
         assert!(matches!(config.token, TokenSource::None));
         assert_eq!(
             config.client_identity,
-            Some((
-                dir.path().join(CLIENT_CERT_FILE),
-                dir.path().join(CLIENT_KEY_FILE)
-            ))
+            Some((dir.path().join(TLS_CERT), dir.path().join(TLS_KEY)))
         );
     }
 
     /// A bundle without `endpoints.json` is a configuration error naming the file.
     #[test]
     fn missing_endpoints_is_a_clear_error() {
-        let dir = bundle(&[(TOKEN_FILE, "secret")]);
+        let dir = bundle(&[(TOKEN, "secret")]);
         let error = ClientConfig::from_credentials_dir(dir.path()).unwrap_err();
-        assert!(error.to_string().contains(ENDPOINTS_FILE), "{error}");
+        assert!(error.to_string().contains(ENDPOINTS), "{error}");
         assert!(!error.to_string().contains("secret"), "{error}");
     }
 }

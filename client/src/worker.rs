@@ -8,17 +8,19 @@
 //! the round it was computed from (otherwise it adopts the coordinator's parameters and the
 //! local steps of that round are dropped, never applied against the wrong parameters).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use diloco_contract::api::{
+    ErrorKind, HeartbeatRequest, RegisterRequest, RelayedCommand, WIRE_FORMAT,
+};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::coordinator_client::{
-    ClientError, CoordinatorClient, Heartbeat, ParamsBlob, Registration,
-};
+use crate::commands::CommandInbox;
+use crate::coordinator_client::{ClientError, CoordinatorClient, ParamsBlob};
 use crate::tensors::{Named, TensorError, decode_safetensors, pseudo_gradient_frame};
 use crate::wire::dtype::WireDtype;
 use crate::wire::frame::{FrameHeader, PayloadFormat};
@@ -89,6 +91,8 @@ pub struct DilocoWorker {
     snapshot: Vec<Named>,
     steps_since_sync: Arc<std::sync::atomic::AtomicU64>,
     forgotten: Arc<AtomicBool>,
+    /// Commands relayed in heartbeat replies, filled by the heartbeat task.
+    commands: Arc<Mutex<CommandInbox>>,
     heartbeat: JoinHandle<()>,
 }
 
@@ -117,7 +121,7 @@ impl DilocoWorker {
         let client = Arc::new(client);
         let info = client.with_retries(|| client.info()).await?;
         let settings = info.expected_client_settings;
-        if settings.wire_format != "safetensors" {
+        if settings.wire_format != WIRE_FORMAT {
             return Err(WorkerError::WireFormat(settings.wire_format));
         }
         if !info.parameters_initialized && options.initialize {
@@ -130,14 +134,15 @@ impl DilocoWorker {
             let frame = crate::tensors::encode_frame(&header, params, WireDtype::Fp32)?;
             match client.init_params(Bytes::from(frame)).await {
                 Ok(_) => info!(worker_id = %options.worker_id, "sent the initial parameters"),
-                Err(e) if e.kind() == Some("already_initialized") => {}
+                Err(e) if e.is(ErrorKind::AlreadyInitialized) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let registration = Registration {
+        let registration = RegisterRequest {
             worker_id: options.worker_id.clone(),
             hostname: options.hostname.clone(),
             param_shapes: Some(shapes(params)),
+            ..RegisterRequest::default()
         };
         let start = client
             .with_retries(|| client.register(&registration))
@@ -148,12 +153,16 @@ impl DilocoWorker {
             .max(Duration::from_millis(100));
         let forgotten = Arc::new(AtomicBool::new(false));
         let steps = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let commands = Arc::new(Mutex::new(CommandInbox::default()));
         let heartbeat = tokio::spawn(heartbeat_loop(
             client.clone(),
             options.worker_id.clone(),
             heartbeat_every,
-            forgotten.clone(),
-            steps.clone(),
+            Beat {
+                forgotten: forgotten.clone(),
+                steps: steps.clone(),
+                commands: commands.clone(),
+            },
         ));
         let mut worker = Self {
             client,
@@ -164,6 +173,7 @@ impl DilocoWorker {
             snapshot: Vec::new(),
             steps_since_sync: steps,
             forgotten,
+            commands,
             heartbeat,
         };
         worker.load(&start, params)?;
@@ -189,6 +199,16 @@ impl DilocoWorker {
     /// Counts an inner step (reported as steps per second in heartbeats).
     pub fn record_step(&self) {
         self.steps_since_sync.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A command an admin relayed through the coordinator (`save_checkpoint`,
+    /// `save_and_stop` or `abort`), oldest first; `None` if there is none. Acting on it is
+    /// the training loop's job: save and go on, save and [`DilocoWorker::leave`], or leave.
+    pub fn next_command(&self) -> Option<RelayedCommand> {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Loads `blob` into the live parameters and takes the snapshot.
@@ -249,17 +269,17 @@ impl DilocoWorker {
                         upload_bytes,
                     });
                 }
-                Err(e) if e.kind() == Some("unknown_worker") => {
+                Err(e) if e.is(ErrorKind::UnknownWorker) => {
                     self.forgotten.store(true, Ordering::Relaxed)
                 }
-                Err(e) if e.kind() == Some("stale_round") => {
+                Err(e) if e.is(ErrorKind::StaleRound) => {
                     let current = self
                         .client
                         .with_retries(|| self.client.global_params())
                         .await?;
                     return self.adopt(current, params, upload_bytes);
                 }
-                Err(e) if e.kind() == Some("duplicate_submission") => {
+                Err(e) if e.is(ErrorKind::DuplicateSubmission) => {
                     // An earlier attempt got in but its response was lost: wait for the round.
                     let next = self.await_round_after(self.round, deadline).await?;
                     self.load(&next, params)?;
@@ -305,15 +325,11 @@ impl DilocoWorker {
     }
 
     async fn register_again(&self) -> Result<ParamsBlob, WorkerError> {
-        let registration = Registration {
+        let registration = RegisterRequest {
             worker_id: self.options.worker_id.clone(),
             hostname: self.options.hostname.clone(),
-            param_shapes: Some(
-                self.snapshot
-                    .iter()
-                    .map(|(n, t)| (n.clone(), t.size().iter().map(|d| *d as usize).collect()))
-                    .collect(),
-            ),
+            param_shapes: Some(shapes(&self.snapshot)),
+            ..RegisterRequest::default()
         };
         info!(worker_id = %self.options.worker_id, "registering again");
         Ok(self
@@ -346,30 +362,50 @@ impl DilocoWorker {
     }
 }
 
+/// What the heartbeat task shares with the worker.
+struct Beat {
+    /// Set when the coordinator no longer knows the worker (it must register again).
+    forgotten: Arc<AtomicBool>,
+    /// Inner steps so far, for the rate.
+    steps: Arc<std::sync::atomic::AtomicU64>,
+    /// Where relayed commands go.
+    commands: Arc<Mutex<CommandInbox>>,
+}
+
 async fn heartbeat_loop(
     client: Arc<CoordinatorClient>,
     worker_id: String,
     every: Duration,
-    forgotten: Arc<AtomicBool>,
-    steps: Arc<std::sync::atomic::AtomicU64>,
+    beat: Beat,
 ) {
     let mut interval = tokio::time::interval(every);
     let mut last = (Instant::now(), 0u64);
     loop {
         interval.tick().await;
-        let now = (Instant::now(), steps.load(Ordering::Relaxed));
+        let now = (Instant::now(), beat.steps.load(Ordering::Relaxed));
         let elapsed = now.0.duration_since(last.0).as_secs_f64();
         let rate = (now.1 >= last.1 && elapsed > 0.0).then(|| (now.1 - last.1) as f64 / elapsed);
         last = now;
-        let heartbeat = Heartbeat {
+        let command_ack = beat
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ack();
+        let heartbeat = HeartbeatRequest {
             worker_id: worker_id.clone(),
             steps_per_second: rate,
             stats: None,
+            command_ack: Some(command_ack),
         };
         match client.heartbeat(&heartbeat).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == Some("unknown_worker") => {
-                forgotten.store(true, Ordering::Relaxed)
+            Ok(reply) => {
+                let mut commands = beat.commands.lock().unwrap_or_else(PoisonError::into_inner);
+                if commands.receive(&reply) {
+                    info!(worker_id = %worker_id, command = ?reply.command, "the coordinator relayed a command");
+                }
+            }
+            Err(e) if e.is(ErrorKind::UnknownWorker) => {
+                beat.forgotten.store(true, Ordering::Relaxed)
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }

@@ -10,7 +10,7 @@
 //!
 //! Records carry identities and addresses, never a credential, and what a client chose (a path,
 //! a hostname, a control body) is bounded: see [`bounded`] and the control-body allowlist in
-//! [`crate::engine::ControlAction::audit_summary`].
+//! [`control_summary`].
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
+use diloco_contract::api::ControlAction;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use serde_json::Value;
@@ -39,6 +40,39 @@ pub fn bounded(text: &str) -> String {
         None => text.to_string(),
         Some((cut, _)) => format!("{}{TRUNCATION_MARKER}", &text[..cut]),
     }
+}
+
+/// The body fields recorded for a control action (forgather's per-action allowlist);
+/// anything else a caller sends is left out, so a control request cannot inflate the log.
+fn audited_fields(action: ControlAction) -> &'static [&'static str] {
+    match action {
+        ControlAction::SaveState | ControlAction::Shutdown => &[],
+        ControlAction::KickWorker => &["worker_id"],
+        ControlAction::UpdateOptimizer => &["lr", "momentum", "nesterov"],
+        ControlAction::UpdateNumWorkers => &["num_workers"],
+        ControlAction::Command => &["command", "worker_id"],
+    }
+}
+
+/// What the audit log records of a control body: the allowlisted fields, strings cut to
+/// [`MAX_RECORDED_CHARS`], anything but a string, number, boolean or null replaced by its
+/// type. It is taken from the body as sent, before it is parsed, so a refused body is recorded
+/// too.
+pub fn control_summary(action: ControlAction, body: &Value) -> Value {
+    let mut summary = serde_json::Map::new();
+    for field in audited_fields(action) {
+        let Some(value) = body.get(*field) else {
+            continue;
+        };
+        let recorded = match value {
+            Value::String(text) => Value::String(bounded(text)),
+            Value::Array(_) => Value::String("<array>".into()),
+            Value::Object(_) => Value::String("<object>".into()),
+            scalar => scalar.clone(),
+        };
+        summary.insert((*field).to_string(), recorded);
+    }
+    Value::Object(summary)
 }
 
 /// One audit record.
@@ -208,6 +242,51 @@ fn open<'a>(path: &Path, file: &'a mut Option<File>) -> std::io::Result<&'a mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// Only forgather's allowlisted fields are recorded, bounded; unknown fields never are.
+    #[test]
+    fn control_bodies_are_audited_by_allowlist_and_bounded() {
+        let summary = |action: &str, body: Value| {
+            control_summary(ControlAction::from_name(action).unwrap(), &body)
+        };
+        assert_eq!(
+            summary("save_state", json!({"x": "y".repeat(1000)})),
+            json!({})
+        );
+        assert_eq!(summary("shutdown", json!({"reason": "bye"})), json!({}));
+        assert_eq!(
+            summary("kick_worker", json!({"worker_id": "w1", "note": "n"})),
+            json!({"worker_id": "w1"})
+        );
+        assert_eq!(
+            summary(
+                "update_optimizer",
+                json!({"lr": 0.5, "momentum": 0.8, "nesterov": false, "token": "t"})
+            ),
+            json!({"lr": 0.5, "momentum": 0.8, "nesterov": false})
+        );
+        assert_eq!(
+            summary(
+                "update_num_workers",
+                json!({"num_workers": 4, "extra": [1]})
+            ),
+            json!({"num_workers": 4})
+        );
+        let long = summary(
+            "command",
+            json!({"command": "abort", "worker_id": "w".repeat(5000), "blob": "b"}),
+        );
+        assert_eq!(long["command"], "abort");
+        let worker_id = long["worker_id"].as_str().unwrap();
+        assert!(worker_id.ends_with(TRUNCATION_MARKER));
+        assert!(worker_id.len() < 400, "{}", worker_id.len());
+        assert_eq!(long.as_object().unwrap().len(), 2);
+        assert_eq!(
+            summary("kick_worker", json!({"worker_id": {"nested": ["deep"]}})),
+            json!({"worker_id": "<object>"})
+        );
+    }
 
     #[test]
     fn records_are_json_lines_and_failures_are_counted() {

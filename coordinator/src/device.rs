@@ -1,19 +1,6 @@
 //! Where the outer optimizer's tensors live: CPU, or CUDA when asked for and present.
 
-use serde::{Deserialize, Serialize};
-
-/// The device the configuration asks for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// CUDA when a GPU is visible, else CPU.
-    #[default]
-    Auto,
-    /// Always the CPU.
-    Cpu,
-    /// CUDA device 0; start-up fails without a GPU.
-    Cuda,
-}
+pub use crate::config::Device as DeviceChoice;
 
 /// Asking for CUDA on a machine without a usable GPU.
 #[derive(Debug, thiserror::Error)]

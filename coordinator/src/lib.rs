@@ -7,11 +7,9 @@
 //! [`engine`] closes the round, [`outer_optimizer`] steps θ, which is encoded once for every
 //! waiting worker.
 
-pub mod api_error;
 pub mod audit;
 pub mod auth;
 pub mod checkpoint;
-pub mod config;
 pub mod device;
 pub mod engine;
 pub mod fold;
@@ -26,5 +24,6 @@ pub mod staging;
 pub mod tls;
 pub mod upload;
 
-pub use diloco_client::wire;
-pub use diloco_client::wire::layout as model;
+pub use diloco_contract::config;
+pub use diloco_contract::wire;
+pub use diloco_contract::wire::layout as model;

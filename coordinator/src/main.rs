@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, env = "DILOCO_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Overrides `device`.
-    #[arg(long, value_enum, env = "DILOCO_DEVICE")]
+    #[arg(long, env = "DILOCO_DEVICE")]
     device: Option<DeviceChoice>,
     /// Overrides `checkpoint.dir`.
     #[arg(long, env = "DILOCO_CHECKPOINT_DIR")]

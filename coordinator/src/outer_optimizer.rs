@@ -17,47 +17,38 @@
 //! runs the same formula as separate tensor ops on any device (CUDA), where torch itself would
 //! use different kernels and the last bit may differ.
 
-use serde::{Deserialize, Serialize};
+pub use crate::config::OuterOptimizer;
 
-/// Outer SGD settings.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OuterOptimizer {
-    /// Learning rate.
-    pub lr: f64,
-    /// Momentum factor (0 disables momentum).
-    pub momentum: f64,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-}
-
-impl Default for OuterOptimizer {
-    fn default() -> Self {
-        Self {
-            lr: 0.7,
-            momentum: 0.9,
-            nesterov: true,
-        }
-    }
-}
-
-impl OuterOptimizer {
-    /// torch's one-line description, as `/status` reports it.
-    pub fn describe(&self) -> String {
-        format!(
-            "SGD(lr={}, momentum={}, dampening=0, weight_decay=0, nesterov={})",
-            self.lr,
-            self.momentum,
-            if self.nesterov { "True" } else { "False" }
-        )
-    }
-
+/// The step itself, on the settings the configuration (and `/control/update_optimizer`) gives.
+pub trait OuterStep {
     /// One step of one parameter on the CPU: `acc` holds the sum of `contributors` uploads.
     /// `buf_ready` says whether torch would already have a momentum buffer for it.
     ///
     /// `fma` has to be a real fused multiply-add to match torch; without the FMA instruction
     /// it is a slow library call, so the kernel is compiled twice and the AVX2 + FMA build is
     /// picked at run time when the CPU has it (every x86-64 server CPU of the last decade).
-    pub fn step_cpu(
+    fn step_cpu(
+        &self,
+        theta: &mut [f32],
+        buf: &mut [f32],
+        buf_ready: bool,
+        acc: &[f32],
+        contributors: u32,
+    );
+
+    /// The same step as tensor operations on any device (used for CUDA).
+    fn step_tch(
+        &self,
+        theta: &mut tch::Tensor,
+        buf: &mut tch::Tensor,
+        buf_ready: bool,
+        acc: &tch::Tensor,
+        contributors: u32,
+    ) -> Result<(), tch::TchError>;
+}
+
+impl OuterStep for OuterOptimizer {
+    fn step_cpu(
         &self,
         theta: &mut [f32],
         buf: &mut [f32],
@@ -69,65 +60,13 @@ impl OuterOptimizer {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            unsafe { self.step_avx2_fma(theta, buf, buf_ready, acc, contributors) };
+            unsafe { step_avx2_fma(self, theta, buf, buf_ready, acc, contributors) };
             return;
         }
-        self.step_portable(theta, buf, buf_ready, acc, contributors);
+        step_portable(self, theta, buf, buf_ready, acc, contributors);
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn step_avx2_fma(
-        &self,
-        theta: &mut [f32],
-        buf: &mut [f32],
-        buf_ready: bool,
-        acc: &[f32],
-        contributors: u32,
-    ) {
-        self.step_portable(theta, buf, buf_ready, acc, contributors);
-    }
-
-    #[inline(always)]
-    fn step_portable(
-        &self,
-        theta: &mut [f32],
-        buf: &mut [f32],
-        buf_ready: bool,
-        acc: &[f32],
-        contributors: u32,
-    ) {
-        let n = contributors as f32;
-        let mu = self.momentum as f32;
-        let neg_lr = (-self.lr) as f32;
-        let elements = theta.iter_mut().zip(buf.iter_mut()).zip(acc);
-        match (self.momentum != 0.0, buf_ready, self.nesterov) {
-            (false, _, _) => {
-                for ((t, _), a) in elements {
-                    *t = (*a / n).mul_add(neg_lr, *t);
-                }
-            }
-            (true, false, nesterov) => {
-                for ((t, b), a) in elements {
-                    let g = *a / n;
-                    *b = g;
-                    let d = if nesterov { b.mul_add(mu, g) } else { *b };
-                    *t = d.mul_add(neg_lr, *t);
-                }
-            }
-            (true, true, nesterov) => {
-                for ((t, b), a) in elements {
-                    let g = *a / n;
-                    *b = *b * mu + g;
-                    let d = if nesterov { b.mul_add(mu, g) } else { *b };
-                    *t = d.mul_add(neg_lr, *t);
-                }
-            }
-        }
-    }
-
-    /// The same step as tensor operations on any device (used for CUDA).
-    pub fn step_tch(
+    fn step_tch(
         &self,
         theta: &mut tch::Tensor,
         buf: &mut tch::Tensor,
@@ -152,6 +91,57 @@ impl OuterOptimizer {
         };
         let _ = theta.f_sub_(&d.f_mul_scalar(self.lr)?)?;
         Ok(())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn step_avx2_fma(
+    sgd: &OuterOptimizer,
+    theta: &mut [f32],
+    buf: &mut [f32],
+    buf_ready: bool,
+    acc: &[f32],
+    contributors: u32,
+) {
+    step_portable(sgd, theta, buf, buf_ready, acc, contributors);
+}
+
+#[inline(always)]
+fn step_portable(
+    sgd: &OuterOptimizer,
+    theta: &mut [f32],
+    buf: &mut [f32],
+    buf_ready: bool,
+    acc: &[f32],
+    contributors: u32,
+) {
+    let n = contributors as f32;
+    let mu = sgd.momentum as f32;
+    let neg_lr = (-sgd.lr) as f32;
+    let elements = theta.iter_mut().zip(buf.iter_mut()).zip(acc);
+    match (sgd.momentum != 0.0, buf_ready, sgd.nesterov) {
+        (false, _, _) => {
+            for ((t, _), a) in elements {
+                *t = (*a / n).mul_add(neg_lr, *t);
+            }
+        }
+        (true, false, nesterov) => {
+            for ((t, b), a) in elements {
+                let g = *a / n;
+                *b = g;
+                let d = if nesterov { b.mul_add(mu, g) } else { *b };
+                *t = d.mul_add(neg_lr, *t);
+            }
+        }
+        (true, true, nesterov) => {
+            for ((t, b), a) in elements {
+                let g = *a / n;
+                *b = *b * mu + g;
+                let d = if nesterov { b.mul_add(mu, g) } else { *b };
+                *t = d.mul_add(neg_lr, *t);
+            }
+        }
     }
 }
 

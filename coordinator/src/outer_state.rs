@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::fold::{StreamStore, fold_upload};
 use crate::model::ModelLayout;
-use crate::outer_optimizer::OuterOptimizer;
+use crate::outer_optimizer::{OuterOptimizer, OuterStep};
 use crate::upload::{StagedTensor, StagedUpload};
 use crate::wire::dtype::{WireDtype, decode_into};
 use crate::wire::safetensors;

@@ -88,6 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("diloco-coordinator listening on {scheme}://{address}");
     info!(%address, "listening");
+    let mut bulk_advert = None;
     let bulk = match coordinator.config().bulk.clone() {
         Some(bulk) => {
             let listener = TcpListener::bind(bulk.listen)
@@ -98,7 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tls: bulk.tls,
                 fixed_url: bulk.advertise_url.clone(),
             };
-            coordinator.advertise_bulk(advert.clone());
+            bulk_advert = Some(advert.clone());
             let scheme = if bulk.tls { "https" } else { "http" };
             println!(
                 "diloco-coordinator bulk plane on {scheme}://{}",
@@ -203,8 +204,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )));
     }
     // forgather strips a trailing `/` from paths; so do we.
-    let app =
-        NormalizePath::trim_trailing_slash(crate::http::router(coordinator.clone(), credentials));
+    let app = NormalizePath::trim_trailing_slash(crate::http::router(
+        coordinator.clone(),
+        credentials,
+        bulk_advert,
+    ));
     let stopping = coordinator.clone();
     let server = crate::listener::serve(listener, app, tls.clone(), http_limits, async move {
         stop_requested(&stopping).await;

@@ -5,7 +5,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::default_true;
+use crate::default_true;
 
 /// The persistent volume for the audit log (`audit.jsonl`) and checkpoints.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]

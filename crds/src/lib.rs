@@ -5,6 +5,7 @@
 
 mod api_reference;
 mod audit;
+mod contract;
 mod duration;
 mod network_policy;
 mod planes;
@@ -37,6 +38,12 @@ pub const REFERABLE_LABEL: &str = "diloco.dev/referable";
 /// Label on every child object and on the pods of workers allowed through the default
 /// NetworkPolicies: the name of the `DiLoCoServer`.
 pub const SERVER_LABEL: &str = "diloco.dev/server";
+
+/// `#[serde(default = "default_true")]`: the fields that are on unless switched off. It lives
+/// at the crate root so that every part of the spec can use it without importing `spec`.
+pub(crate) fn default_true() -> bool {
+    true
+}
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -4,7 +4,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::default_true;
+use crate::default_true;
 
 /// NetworkPolicies around the coordinator pod: ingress only on its ports and only from these
 /// peers; egress only to the cluster DNS pods.

@@ -7,7 +7,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::default_true;
+use crate::default_true;
 
 /// The port of the control plane (registration, heartbeats, status, control actions).
 pub const DEFAULT_CONTROL_PORT: i32 = 8512;

@@ -221,7 +221,3 @@ impl ImagePullPolicy {
         }
     }
 }
-
-pub(crate) fn default_true() -> bool {
-    true
-}

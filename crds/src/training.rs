@@ -148,7 +148,7 @@ pub struct OuterOptimizer {
     #[schemars(range(min = 0.0, max = 1.0))]
     pub momentum: f64,
     /// Use Nesterov momentum.
-    #[serde(default = "crate::spec::default_true")]
+    #[serde(default = "crate::default_true")]
     pub nesterov: bool,
 }
 

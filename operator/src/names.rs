@@ -48,7 +48,7 @@ pub mod paths {
 /// Key of the coordinator config in its ConfigMap.
 pub const CONFIG_KEY: &str = "coordinator.yaml";
 /// Key of the client list in its ConfigMap.
-pub const CLIENTS_KEY: &str = "clients.json";
+pub use diloco_contract::clients::CLIENTS_FILE as CLIENTS_KEY;
 /// Container, port and volume names in the coordinator pod.
 pub const CONTAINER_NAME: &str = "coordinator";
 pub const CONTROL_PORT_NAME: &str = "control";

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use diloco_client::tensors::decode_safetensors;
 use diloco_client::{ClientConfig, CoordinatorClient};
+use diloco_contract::api::StatusReply;
 use diloco_tests::processes::{CoordinatorProcess, WorkerProcess, events, signal};
 
 const WORKER_TIMEOUT: Duration = Duration::from_secs(180);
@@ -25,7 +26,7 @@ fn read_params(path: &std::path::Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
-async fn status(url: &str) -> serde_json::Value {
+async fn status(url: &str) -> StatusReply {
     CoordinatorClient::new(ClientConfig::new(url))
         .unwrap()
         .status()
@@ -53,9 +54,7 @@ async fn three_workers_train_together_and_the_loss_falls() {
     // Rounds advance in /status while they train.
     let mut seen_rounds = Vec::new();
     for _ in 0..600 {
-        let round = status(&coordinator.url).await["sync_round"]
-            .as_u64()
-            .unwrap();
+        let round = status(&coordinator.url).await.sync_round;
         if seen_rounds.last() != Some(&round) {
             seen_rounds.push(round);
         }
@@ -173,7 +172,7 @@ async fn train_then_kill(dir: &Path, rounds: &str) -> (String, Vec<WorkerProcess
             )
         })
         .collect();
-    while status(&url).await["sync_round"].as_u64().unwrap() < 3 {
+    while status(&url).await.sync_round < 3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for w in &workers {
@@ -181,8 +180,8 @@ async fn train_then_kill(dir: &Path, rounds: &str) -> (String, Vec<WorkerProcess
     }
     let killed_at = loop {
         let now = status(&url).await;
-        if now["last_checkpoint_round"] == now["sync_round"] {
-            break now["sync_round"].as_u64().unwrap();
+        if now.last_checkpoint_round == Some(now.sync_round) {
+            break now.sync_round;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -223,7 +222,7 @@ async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
         );
     }
     let status = client.status().await.unwrap();
-    assert_eq!(status["num_registered"], 2, "roster restored: {status}");
+    assert_eq!(status.num_registered, 2, "roster restored: {status:?}");
     assert!(restarted.log().contains("resumed from checkpoint"));
 
     for w in &workers {
@@ -239,9 +238,7 @@ async fn killed_coordinator_resumes_from_its_checkpoint_and_workers_carry_on() {
         );
         assert!(rounds.last().unwrap()["round"].as_u64().unwrap() >= 8);
     }
-    let final_round = client.status().await.unwrap()["sync_round"]
-        .as_u64()
-        .unwrap();
+    let final_round = client.status().await.unwrap().sync_round;
     assert!(
         final_round >= 8,
         "training went on after the restart (round {final_round})"
@@ -260,7 +257,7 @@ async fn workers_ahead_of_a_lagging_checkpoint_adopt_it_and_finish() {
     std::fs::remove_file(&newest).unwrap();
     let restarted =
         CoordinatorProcess::start(dir.path(), &format!("listen: {address}\n{RESTART_CONFIG}"));
-    assert_eq!(status(&restarted.url).await["sync_round"], killed_at - 1);
+    assert_eq!(status(&restarted.url).await.sync_round, killed_at - 1);
     for w in &workers {
         signal(w.pid(), "CONT");
     }
@@ -277,7 +274,7 @@ async fn workers_ahead_of_a_lagging_checkpoint_adopt_it_and_finish() {
         assert_eq!(adopted.len(), 1, "{lines:?}");
         assert_eq!(adopted[0]["round"], killed_at - 1, "{lines:?}");
     }
-    let final_round = status(&restarted.url).await["sync_round"].as_u64().unwrap();
+    let final_round = status(&restarted.url).await.sync_round;
     // 6 iterations, one of them the adoption, and one round lost with the checkpoint.
     assert_eq!(final_round, 4, "rounds after the restart");
 }

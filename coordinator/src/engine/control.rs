@@ -1,229 +1,201 @@
-//! `/control/<action>`: operator actions on a running coordinator.
+//! `/control/<action>`: admin actions on a running coordinator.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use serde_json::{Value, json};
+use diloco_contract::api::{
+    CommandQueued, CommandRequest, ControlReply, ControlRequest, NumWorkersUpdated,
+    OptimizerUpdated, ReplyStatus, SavedState, ShuttingDown, UpdateOptimizerRequest, WorkerKicked,
+};
 use tracing::info;
 
-use super::{Coordinator, Departure, lock};
-use crate::api_error::ApiError;
-
-/// Commands that ride a worker's next heartbeat response.
-const RELAYED_COMMANDS: &[&str] = &["save_checkpoint", "save_and_stop", "abort"];
-
-/// The control actions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ControlAction {
-    /// Write a checkpoint now.
-    SaveState,
-    /// Remove a worker as if it had died.
-    KickWorker,
-    /// Change the outer learning rate and/or momentum.
-    UpdateOptimizer,
-    /// Change forgather's informational worker count.
-    UpdateNumWorkers,
-    /// Queue a command for one worker or all.
-    Command,
-    /// Stop the coordinator (after a checkpoint).
-    Shutdown,
-}
-
-impl ControlAction {
-    /// The action named in the path.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "save_state" => Self::SaveState,
-            "kick_worker" => Self::KickWorker,
-            "update_optimizer" => Self::UpdateOptimizer,
-            "update_num_workers" => Self::UpdateNumWorkers,
-            "command" => Self::Command,
-            "shutdown" => Self::Shutdown,
-            _ => return None,
-        })
-    }
-}
-
-impl ControlAction {
-    /// The body fields recorded in the audit log for this action (forgather's per-action
-    /// allowlist); anything else a caller sends is left out, so a control request cannot
-    /// inflate the audit log.
-    fn audited_fields(self) -> &'static [&'static str] {
-        match self {
-            Self::SaveState | Self::Shutdown => &[],
-            Self::KickWorker => &["worker_id"],
-            Self::UpdateOptimizer => &["lr", "momentum", "nesterov"],
-            Self::UpdateNumWorkers => &["num_workers"],
-            Self::Command => &["command", "worker_id"],
-        }
-    }
-
-    /// What the audit log records of a control body: the allowlisted fields, strings cut to
-    /// [`crate::audit::MAX_RECORDED_CHARS`], anything but a string, number, boolean or null
-    /// replaced by its type.
-    pub fn audit_summary(self, body: &Value) -> Value {
-        let mut summary = serde_json::Map::new();
-        for field in self.audited_fields() {
-            let Some(value) = body.get(*field) else {
-                continue;
-            };
-            let recorded = match value {
-                Value::String(text) => Value::String(crate::audit::bounded(text)),
-                Value::Array(_) => Value::String("<array>".into()),
-                Value::Object(_) => Value::String("<object>".into()),
-                scalar => scalar.clone(),
-            };
-            summary.insert((*field).to_string(), recorded);
-        }
-        Value::Object(summary)
-    }
-}
-
-fn string_field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body.get(key).and_then(Value::as_str)
-}
+use super::roster::PendingCommand;
+use super::{Coordinator, Departure, EngineError, lock};
 
 impl Coordinator {
     /// Runs a control action. Blocking (`save_state` writes a checkpoint).
-    pub fn control(
-        self: &Arc<Self>,
-        action: ControlAction,
-        body: &Value,
-    ) -> Result<Value, ApiError> {
-        info!(?action, "control action");
-        match action {
-            ControlAction::SaveState => {
-                let round = self.checkpoint_now().ok_or_else(|| {
-                    ApiError::bad_request("no checkpoint written: checkpoint.dir is not configured, the model is not initialized, or the write failed (see logs)")
-                })?;
-                Ok(json!({"status": "ok", "sync_round": round}))
+    pub fn control(self: &Arc<Self>, request: ControlRequest) -> Result<ControlReply, EngineError> {
+        info!(action = request.action().name(), "control action");
+        let ok = ReplyStatus::Ok;
+        Ok(match request {
+            ControlRequest::SaveState => {
+                let round = self.checkpoint_now().ok_or(EngineError::NoCheckpoint)?;
+                ControlReply::SavedState(SavedState {
+                    status: ok,
+                    sync_round: round,
+                })
             }
-            ControlAction::KickWorker => {
-                let worker_id = string_field(body, "worker_id")
-                    .ok_or_else(|| ApiError::bad_request("worker_id is required"))?;
+            ControlRequest::KickWorker(target) => {
                 // The route already required an admin, who may remove anyone.
-                if !self.remove_worker(worker_id, Departure::Kicked, None)? {
-                    return Err(ApiError::unknown_worker(worker_id));
+                if !self.remove_worker(&target.worker_id, Departure::Kicked, None)? {
+                    return Err(EngineError::UnknownWorker(target.worker_id));
                 }
                 self.close_round_if_ready_in_background();
-                Ok(json!({"status": "ok", "worker_id": worker_id}))
+                ControlReply::WorkerKicked(WorkerKicked {
+                    status: ok,
+                    worker_id: target.worker_id,
+                })
             }
-            ControlAction::UpdateOptimizer => {
-                let lr = body.get("lr").and_then(Value::as_f64);
-                let momentum = body.get("momentum").and_then(Value::as_f64);
-                if lr.is_none() && momentum.is_none() {
-                    return Err(ApiError::bad_request("give lr and/or momentum"));
-                }
-                if lr.is_some_and(|v| !(v.is_finite() && v >= 0.0))
-                    || momentum.is_some_and(|v| !(0.0..=1.0).contains(&v))
-                {
-                    return Err(ApiError::bad_request(
-                        "lr must be >= 0 and momentum within [0, 1]",
-                    ));
-                }
-                let mut shared = lock(&self.shared);
-                if let Some(lr) = lr {
-                    shared.optimizer.lr = lr;
-                }
-                if let Some(momentum) = momentum {
-                    shared.optimizer.momentum = momentum;
-                }
-                Ok(
-                    json!({"status": "ok", "lr": shared.optimizer.lr, "momentum": shared.optimizer.momentum}),
-                )
+            ControlRequest::UpdateOptimizer(update) => {
+                ControlReply::OptimizerUpdated(self.update_optimizer(update)?)
             }
-            ControlAction::UpdateNumWorkers => {
-                let n = body
-                    .get("num_workers")
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| ApiError::bad_request("num_workers (an integer) is required"))?;
+            ControlRequest::UpdateNumWorkers(update) => {
                 let min = self.config.training.min_workers;
-                if (n as usize) < min {
-                    return Err(ApiError::bad_request(format!(
+                if update.num_workers < min as u64 {
+                    return Err(EngineError::BadRequest(format!(
                         "num_workers must be at least min_workers ({min})"
                     )));
                 }
-                lock(&self.shared).num_workers = n as usize;
-                Ok(json!({"status": "ok", "num_workers": n}))
+                lock(&self.shared).num_workers =
+                    usize::try_from(update.num_workers).unwrap_or(usize::MAX);
+                ControlReply::NumWorkersUpdated(NumWorkersUpdated {
+                    status: ok,
+                    num_workers: update.num_workers,
+                })
             }
-            ControlAction::Command => {
-                let command = string_field(body, "command")
-                    .ok_or_else(|| ApiError::bad_request("command is required"))?;
-                if !RELAYED_COMMANDS.contains(&command) {
-                    return Err(ApiError::bad_request(format!(
-                        "unknown command {command}; one of {RELAYED_COMMANDS:?}"
-                    )));
-                }
-                let target = string_field(body, "worker_id").filter(|w| !w.is_empty() && *w != "*");
-                let mut shared = lock(&self.shared);
-                let ids: Vec<String> = match target {
-                    Some(id) if !shared.roster.workers.contains_key(id) => {
-                        return Err(ApiError::unknown_worker(id));
-                    }
-                    Some(id) => vec![id.to_string()],
-                    None => shared.roster.workers.keys().cloned().collect(),
-                };
-                for id in &ids {
-                    if let Some(w) = shared.roster.workers.get_mut(id) {
-                        w.command = Some(command.to_string());
-                    }
-                }
-                Ok(json!({"status": "ok", "command": command, "workers": ids}))
-            }
-            ControlAction::Shutdown => {
+            ControlRequest::Command(command) => ControlReply::CommandQueued(self.queue(command)?),
+            ControlRequest::Shutdown => {
                 self.request_shutdown();
-                Ok(json!({"status": "ok", "message": "Shutting down"}))
+                ControlReply::ShuttingDown(ShuttingDown {
+                    status: ok,
+                    message: "Shutting down".into(),
+                })
+            }
+        })
+    }
+
+    fn update_optimizer(
+        &self,
+        update: UpdateOptimizerRequest,
+    ) -> Result<OptimizerUpdated, EngineError> {
+        let UpdateOptimizerRequest { lr, momentum } = update;
+        if lr.is_none() && momentum.is_none() {
+            return Err(EngineError::BadRequest("give lr and/or momentum".into()));
+        }
+        if lr.is_some_and(|v| !(v.is_finite() && v >= 0.0))
+            || momentum.is_some_and(|v| !(0.0..=1.0).contains(&v))
+        {
+            return Err(EngineError::BadRequest(
+                "lr must be >= 0 and momentum within [0, 1]".into(),
+            ));
+        }
+        let mut shared = lock(&self.shared);
+        if let Some(lr) = lr {
+            shared.optimizer.lr = lr;
+        }
+        if let Some(momentum) = momentum {
+            shared.optimizer.momentum = momentum;
+        }
+        Ok(OptimizerUpdated {
+            status: ReplyStatus::Ok,
+            lr: shared.optimizer.lr,
+            momentum: shared.optimizer.momentum,
+        })
+    }
+
+    /// Queues a command for one worker or (no id, `""` or `"*"`) all; it replaces a command
+    /// still pending for them, under a new id.
+    fn queue(&self, request: CommandRequest) -> Result<CommandQueued, EngineError> {
+        let target = request
+            .worker_id
+            .filter(|w| !w.is_empty() && w.as_str() != "*");
+        let mut shared = lock(&self.shared);
+        let ids: Vec<String> = match target {
+            Some(id) if !shared.roster.workers.contains_key(&id) => {
+                return Err(EngineError::UnknownWorker(id));
+            }
+            Some(id) => vec![id],
+            None => shared.roster.workers.keys().cloned().collect(),
+        };
+        let pending = PendingCommand {
+            id: self.next_command_id.fetch_add(1, Ordering::Relaxed),
+            command: request.command,
+        };
+        for id in &ids {
+            if let Some(worker) = shared.roster.workers.get_mut(id) {
+                worker.command = Some(pending);
             }
         }
+        Ok(CommandQueued {
+            status: ReplyStatus::Ok,
+            command: request.command,
+            workers: ids,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use diloco_contract::api::{RelayedCommand, UpdateNumWorkersRequest, WorkerRef};
+
+    use super::super::test_support::Run;
     use super::*;
 
-    /// Only forgather's allowlisted fields are recorded, bounded; unknown fields never are.
-    #[test]
-    fn control_bodies_are_audited_by_allowlist_and_bounded() {
-        let summary = |action: &str, body: Value| {
-            ControlAction::from_name(action)
-                .unwrap()
-                .audit_summary(&body)
-        };
-        assert_eq!(
-            summary("save_state", json!({"x": "y".repeat(1000)})),
-            json!({})
+    /// A broadcast reaches every registered worker; an unknown target is refused.
+    #[tokio::test]
+    async fn a_command_goes_to_one_worker_or_all() {
+        let run = Run::with_workers(&["w0", "w1"]);
+        let all = run
+            .engine
+            .control(ControlRequest::Command(CommandRequest {
+                command: RelayedCommand::SaveCheckpoint,
+                worker_id: Some("*".into()),
+            }))
+            .unwrap();
+        assert!(matches!(all, ControlReply::CommandQueued(q) if q.workers == ["w0", "w1"]));
+        let unknown = run.engine.control(ControlRequest::Command(CommandRequest {
+            command: RelayedCommand::Abort,
+            worker_id: Some("ghost".into()),
+        }));
+        assert!(matches!(unknown, Err(EngineError::UnknownWorker(_))));
+    }
+
+    /// Optimizer and worker-count updates are bounded; a kick removes the worker.
+    #[tokio::test]
+    async fn control_actions_check_their_bounds() {
+        let run = Run::with_workers(&["w0"]);
+        let control = |request| run.engine.control(request);
+        assert!(matches!(
+            control(ControlRequest::UpdateOptimizer(
+                UpdateOptimizerRequest::default()
+            )),
+            Err(EngineError::BadRequest(_))
+        ));
+        assert!(matches!(
+            control(ControlRequest::UpdateOptimizer(UpdateOptimizerRequest {
+                lr: None,
+                momentum: Some(1.5)
+            })),
+            Err(EngineError::BadRequest(_))
+        ));
+        let updated = control(ControlRequest::UpdateOptimizer(UpdateOptimizerRequest {
+            lr: Some(0.25),
+            momentum: None,
+        }))
+        .unwrap();
+        assert!(
+            matches!(updated, ControlReply::OptimizerUpdated(u) if u.lr == 0.25 && u.momentum == 0.9)
         );
-        assert_eq!(summary("shutdown", json!({"reason": "bye"})), json!({}));
-        assert_eq!(
-            summary("kick_worker", json!({"worker_id": "w1", "note": "n"})),
-            json!({"worker_id": "w1"})
-        );
-        assert_eq!(
-            summary(
-                "update_optimizer",
-                json!({"lr": 0.5, "momentum": 0.8, "nesterov": false, "token": "t"})
-            ),
-            json!({"lr": 0.5, "momentum": 0.8, "nesterov": false})
-        );
-        assert_eq!(
-            summary(
-                "update_num_workers",
-                json!({"num_workers": 4, "extra": [1]})
-            ),
-            json!({"num_workers": 4})
-        );
-        let long = summary(
-            "command",
-            json!({"command": "abort", "worker_id": "w".repeat(5000), "blob": "b"}),
-        );
-        assert_eq!(long["command"], "abort");
-        let worker_id = long["worker_id"].as_str().unwrap();
-        assert!(worker_id.ends_with(crate::audit::TRUNCATION_MARKER));
-        assert!(worker_id.len() < 400, "{}", worker_id.len());
-        assert_eq!(long.as_object().unwrap().len(), 2);
-        assert_eq!(
-            summary("kick_worker", json!({"worker_id": {"nested": ["deep"]}})),
-            json!({"worker_id": "<object>"})
-        );
+        assert!(matches!(
+            control(ControlRequest::UpdateNumWorkers(UpdateNumWorkersRequest {
+                num_workers: 0
+            })),
+            Err(EngineError::BadRequest(_))
+        ));
+        let kicked = control(ControlRequest::KickWorker(WorkerRef {
+            worker_id: "w0".into(),
+        }));
+        assert!(matches!(kicked, Ok(ControlReply::WorkerKicked(_))));
+        assert_eq!(run.status().num_registered, 0);
+        assert!(matches!(
+            control(ControlRequest::KickWorker(WorkerRef {
+                worker_id: "w0".into()
+            })),
+            Err(EngineError::UnknownWorker(_))
+        ));
+        assert!(matches!(
+            control(ControlRequest::SaveState),
+            Err(EngineError::NoCheckpoint)
+        ));
     }
 }

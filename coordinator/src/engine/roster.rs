@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use diloco_contract::api::RelayedCommand;
 use jiff::Timestamp;
 
 /// Worker-reported statistics kept (finite numbers only), as forgather whitelists them.
@@ -23,6 +24,15 @@ pub const STAT_KEYS: &[&str] = &[
 
 /// Most entries kept in the known-workers history.
 const KNOWN_WORKERS_CAP: usize = 10_000;
+
+/// A relayed command and its id (what the worker acknowledges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingCommand {
+    /// Unique and growing, also across restarts.
+    pub id: u64,
+    /// The command.
+    pub command: RelayedCommand,
+}
 
 /// A registered worker.
 #[derive(Clone, Debug)]
@@ -47,8 +57,8 @@ pub struct Worker {
     pub required: Arc<Vec<usize>>,
     /// Round of its last folded upload.
     pub last_sync_round: Option<u64>,
-    /// A command waiting to ride its next heartbeat response.
-    pub command: Option<String>,
+    /// A command waiting to ride its heartbeat replies until it is acknowledged.
+    pub command: Option<PendingCommand>,
     /// Restored from a checkpoint and not heard from since the restart.
     pub restored: bool,
     /// The identity that registered it (`worker-token`, `cert:<CN>`, …); only it may act for

@@ -1,120 +1,122 @@
 //! `/status`, `/info` and `/known_workers`: forgather's field names, plus ours.
 
-use serde_json::{Value, json};
+use diloco_contract::api::{
+    AggregateStats, ExpectedClientSettings, InfoOuterOptimizer, InfoReply, KnownWorker,
+    KnownWorkersReply, StatusReply, WIRE_FORMAT, WorkerStatus,
+};
+use diloco_contract::config::TrainingMode;
 
+use super::roster::Roster;
 use super::{Coordinator, lock};
+use crate::wire::dtype::WireDtype;
 
 impl Coordinator {
     /// The `/status` document.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> StatusReply {
         let shared = lock(&self.shared);
         let training = &self.config.training;
-        let workers: serde_json::Map<String, Value> = shared
+        let workers = shared
             .roster
             .workers
             .iter()
             .map(|(id, w)| {
-                (
-                    id.clone(),
-                    json!({
-                        "hostname": w.hostname,
-                        "registered_at": w.registered_at.to_string(),
-                        "last_heartbeat": w.last_heartbeat.to_string(),
-                        "sync_round": shared.round.number,
-                        "last_sync_server_round": w.last_sync_round,
-                        "steps_per_second": w.steps_per_second,
-                        "output_dir": w.output_dir,
-                        "stats": w.stats,
-                        "restored": w.restored,
-                    }),
-                )
+                let status = WorkerStatus {
+                    hostname: w.hostname.clone(),
+                    registered_at: w.registered_at.to_string(),
+                    last_heartbeat: w.last_heartbeat.to_string(),
+                    sync_round: shared.round.number,
+                    last_sync_server_round: w.last_sync_round,
+                    steps_per_second: w.steps_per_second,
+                    output_dir: w.output_dir.clone(),
+                    stats: w.stats.clone(),
+                    restored: w.restored,
+                };
+                (id.clone(), status)
             })
             .collect();
         let layout = shared.layout.as_deref();
-        let mut status = json!({
-            "status": "running",
-            "mode": "sync",
-            "sync_round": shared.round.number,
-            "num_workers": shared.num_workers,
-            "num_registered": shared.roster.workers.len(),
-            "workers": workers,
-            "pending_submissions": shared.round.contributed,
-            "waiting_for": shared.round.waiting_for().collect::<Vec<_>>(),
-            "receiving": shared.receiving,
-            "started_at": self.started_at.to_string(),
-            "uptime_seconds": self.started.elapsed().as_secs_f64(),
-            "heartbeat_timeout": training.heartbeat_timeout_seconds,
-            "sync_timeout": training.sync_timeout_seconds,
-            "min_workers": training.min_workers,
-            "outer_lr": shared.optimizer.lr,
-            "outer_momentum": shared.optimizer.momentum,
-            "outer_optimizer": shared.optimizer.describe(),
-            "save_dir": self.config.checkpoint.dir,
-            "last_checkpoint_round": shared.last_checkpoint_round,
-            "parameters_initialized": layout.is_some(),
-            "model_params": layout.map_or(0, |l| l.total_elements()),
-            "model_size_mb": layout.map_or(0.0, |l| l.size_mb()),
-            "last_outer_step_seconds": shared.last_outer_step_seconds,
-            "last_publish_seconds": shared.last_publish_seconds,
-            "device": crate::device::describe(self.device),
-            "aggregate_stats": aggregate_stats(&shared.roster),
-        });
-        if shared.total_worker_deaths > 0 {
-            status["total_worker_deaths"] = shared.total_worker_deaths.into();
+        StatusReply {
+            status: Default::default(),
+            mode: TrainingMode::Sync,
+            sync_round: shared.round.number,
+            num_workers: shared.num_workers,
+            num_registered: shared.roster.workers.len(),
+            workers,
+            pending_submissions: shared.round.contributed.iter().cloned().collect(),
+            waiting_for: shared.round.waiting_for().cloned().collect(),
+            receiving: shared.receiving.iter().cloned().collect(),
+            started_at: self.started_at.to_string(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            heartbeat_timeout: training.heartbeat_timeout_seconds,
+            sync_timeout: training.sync_timeout_seconds,
+            min_workers: training.min_workers,
+            outer_lr: shared.optimizer.lr,
+            outer_momentum: shared.optimizer.momentum,
+            outer_optimizer: shared.optimizer.describe(),
+            save_dir: self.config.checkpoint.dir.clone(),
+            last_checkpoint_round: shared.last_checkpoint_round,
+            parameters_initialized: layout.is_some(),
+            model_params: layout.map_or(0, |l| l.total_elements()),
+            model_size_mb: layout.map_or(0.0, |l| l.size_mb()),
+            last_outer_step_seconds: shared.last_outer_step_seconds,
+            last_publish_seconds: shared.last_publish_seconds,
+            device: crate::device::describe(self.device),
+            aggregate_stats: aggregate_stats(&shared.roster),
+            total_worker_deaths: (shared.total_worker_deaths > 0)
+                .then_some(shared.total_worker_deaths),
         }
-        status
     }
 
     /// The `/info` document: what workers must adopt (`expected_client_settings`).
-    pub fn info(&self) -> Value {
+    pub fn info(&self) -> InfoReply {
         let shared = lock(&self.shared);
         let t = &self.config.training;
         let layout = shared.layout.as_deref();
-        json!({
-            "output_dir": self.config.checkpoint.dir,
-            "model_checkpoint_dir": self.config.checkpoint.dir,
-            "outer_optimizer": {
-                "name": "SGD",
-                "lr": shared.optimizer.lr,
-                "momentum": shared.optimizer.momentum,
-                "nesterov": shared.optimizer.nesterov,
-                "dampening": 0.0,
-                "weight_decay": 0.0,
+        InfoReply {
+            output_dir: self.config.checkpoint.dir.clone(),
+            model_checkpoint_dir: self.config.checkpoint.dir.clone(),
+            outer_optimizer: InfoOuterOptimizer {
+                name: "SGD".into(),
+                lr: shared.optimizer.lr,
+                momentum: shared.optimizer.momentum,
+                nesterov: shared.optimizer.nesterov,
+                dampening: 0.0,
+                weight_decay: 0.0,
             },
-            "mode": "sync",
-            "async_mode": false,
-            "num_workers": shared.num_workers,
-            "num_parameters": layout.map_or(0, |l| l.total_elements()),
-            "model_size_mb": layout.map_or(0.0, |l| l.size_mb()),
-            "model_hash": layout.map(|l| l.hash()),
-            "parameters_initialized": layout.is_some(),
-            "sync_round": shared.round.number,
-            "dylu_enabled": false,
-            "grace_period": 0.0,
-            "settings_authority": "server",
-            "expected_client_settings": {
-                "sync_every": t.sync_every,
-                "dylu": false,
-                "verbose_sync": false,
-                "upload_dtype": t.upload_dtype.as_str(),
-                "upload_sr": false,
-                "download_dtype": t.download_dtype.as_str(),
-                "download_sr": false,
-                "wire_format": "safetensors",
-                "backend": "http",
-                "bf16_comm": t.upload_dtype == crate::wire::dtype::WireDtype::Bf16,
-                "num_fragments_min": 1,
-                "num_fragments_default": 1,
-                "fragment_assignment_default": "strided",
-                "heartbeat_timeout": t.heartbeat_timeout_seconds,
+            mode: TrainingMode::Sync,
+            async_mode: false,
+            num_workers: shared.num_workers,
+            num_parameters: layout.map_or(0, |l| l.total_elements()),
+            model_size_mb: layout.map_or(0.0, |l| l.size_mb()),
+            model_hash: layout.map(|l| l.hash()),
+            parameters_initialized: layout.is_some(),
+            sync_round: shared.round.number,
+            dylu_enabled: false,
+            grace_period: 0.0,
+            settings_authority: "server".into(),
+            expected_client_settings: ExpectedClientSettings {
+                sync_every: t.sync_every,
+                dylu: false,
+                verbose_sync: false,
+                upload_dtype: t.upload_dtype,
+                upload_sr: false,
+                download_dtype: t.download_dtype,
+                download_sr: false,
+                wire_format: WIRE_FORMAT.into(),
+                backend: "http".into(),
+                bf16_comm: t.upload_dtype == WireDtype::Bf16,
+                num_fragments_min: 1,
+                num_fragments_default: 1,
+                fragment_assignment_default: "strided".into(),
+                heartbeat_timeout: t.heartbeat_timeout_seconds,
             },
-            "transport": "http",
-            "grpc_endpoint": null,
-        })
+            transport: "http".into(),
+            grpc_endpoint: None,
+        }
     }
 
     /// The `/known_workers` document: running workers first, then the most recent.
-    pub fn known_workers(&self) -> Value {
+    pub fn known_workers(&self) -> KnownWorkersReply {
         let shared = lock(&self.shared);
         let mut known: Vec<_> = shared.roster.known.iter().collect();
         known.sort_by(|a, b| {
@@ -122,23 +124,22 @@ impl Coordinator {
                 .cmp(&a.1.running)
                 .then(b.1.last_registered.cmp(&a.1.last_registered))
         });
-        let workers: Vec<Value> = known
-            .into_iter()
-            .map(|(id, k)| {
-                json!({
-                    "worker_id": id,
-                    "output_dir": k.output_dir,
-                    "last_registered": k.last_registered.to_string(),
-                    "running": k.running,
+        KnownWorkersReply {
+            workers: known
+                .into_iter()
+                .map(|(id, k)| KnownWorker {
+                    worker_id: id.clone(),
+                    output_dir: k.output_dir.clone(),
+                    last_registered: k.last_registered.to_string(),
+                    running: k.running,
                 })
-            })
-            .collect();
-        json!({ "workers": workers })
+                .collect(),
+        }
     }
 }
 
 /// Sums and means over the workers' latest statistics.
-fn aggregate_stats(roster: &super::roster::Roster) -> Value {
+fn aggregate_stats(roster: &Roster) -> AggregateStats {
     let values = |key: &str| -> Vec<f64> {
         roster
             .workers
@@ -151,12 +152,56 @@ fn aggregate_stats(roster: &super::roster::Roster) -> Value {
         let v = values(key);
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    json!({
-        "total_tokens": sum("tokens_total"),
-        "total_steps": sum("step_total"),
-        "tok_per_sec": sum("tok_per_sec"),
-        "train_loss": mean("loss"),
-        "eval_loss": mean("eval_loss"),
-        "num_reporting": roster.workers.values().filter(|w| !w.stats.is_empty()).count(),
-    })
+    AggregateStats {
+        total_tokens: sum("tokens_total"),
+        total_steps: sum("step_total"),
+        tok_per_sec: sum("tok_per_sec"),
+        train_loss: mean("loss"),
+        eval_loss: mean("eval_loss"),
+        num_reporting: roster
+            .workers
+            .values()
+            .filter(|w| !w.stats.is_empty())
+            .count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diloco_contract::api::HeartbeatRequest;
+
+    use super::super::test_support::Run;
+    use crate::identity::Caller;
+
+    /// Statistics a worker reports are kept by whitelist and aggregated; `/info` announces
+    /// the configured settings.
+    #[tokio::test]
+    async fn status_reports_the_roster_statistics_and_info_the_settings() {
+        let run = Run::with_workers(&["w0", "w1"]);
+        for (id, loss) in [("w0", 1.0), ("w1", 3.0)] {
+            let beat = HeartbeatRequest {
+                worker_id: id.into(),
+                steps_per_second: Some(2.5),
+                stats: Some(serde_json::json!({"loss": loss, "tokens_total": 10, "secret": 1})),
+                command_ack: None,
+            };
+            run.engine.heartbeat(beat, &Caller::worker_token()).unwrap();
+        }
+        let status = run.status();
+        assert_eq!(status.num_registered, 2);
+        assert_eq!(status.aggregate_stats.train_loss, Some(2.0));
+        assert_eq!(status.aggregate_stats.total_tokens, 20.0);
+        assert_eq!(status.aggregate_stats.num_reporting, 2);
+        assert!(!status.workers["w0"].stats.contains_key("secret"));
+        assert_eq!(status.workers["w1"].steps_per_second, Some(2.5));
+        assert_eq!(status.waiting_for, vec!["w0", "w1"]);
+        assert_eq!(status.model_params, 8);
+        let info = run.engine.info();
+        assert!(info.parameters_initialized);
+        assert_eq!(info.expected_client_settings.sync_every, 500);
+        assert!(info.expected_client_settings.bf16_comm);
+        let known = run.engine.known_workers();
+        assert_eq!(known.workers.len(), 2);
+        assert!(known.workers.iter().all(|w| w.running));
+    }
 }

@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::api_error::ApiError;
+use diloco_contract::api::ErrorKind;
+
+use super::api_error::ApiError;
 
 /// How much of a JSON request body is read, and for how long.
 #[derive(Clone, Copy)]
@@ -40,7 +42,7 @@ pub async fn read_body_within_limits(
                         limits.bytes
                     ),
                 )
-                .kind("too_large")
+                .kind(ErrorKind::TooLarge)
             } else {
                 ApiError::bad_request(format!("failed to read the request body: {error}"))
             }
@@ -55,7 +57,7 @@ pub async fn read_body_within_limits(
                     limits.read_within.as_secs()
                 ),
             )
-            .kind("timeout")
+            .kind(ErrorKind::Timeout)
             .into_response();
         }
     };

@@ -16,15 +16,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
+use diloco_contract::api::{self, ErrorKind, ROUND_HEADER, TENSOR_CONTENT_TYPE};
+
+use super::api_error::ApiError;
 use super::{App, audit_if_forbidden};
-use crate::api_error::ApiError;
-use crate::engine::{Published, UploadTicket};
+use crate::engine::{EngineError, Published, UploadTicket};
 use crate::fold::StreamStore;
 use crate::identity::Caller;
 use crate::upload::{DataSink, Expectation, StagedUpload, UploadReceiver};
-
-/// Header carrying the round of the parameters in a tensor response.
-pub const ROUND_HEADER: &str = "x-diloco-round";
 
 /// Most bytes read and discarded after a refused upload, so the client gets the error
 /// response instead of a reset connection.
@@ -35,7 +34,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn tensor_response(published: &Published) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, TENSOR_CONTENT_TYPE.to_string()),
             (
                 header::HeaderName::from_static(ROUND_HEADER),
                 published.round.to_string(),
@@ -47,7 +46,7 @@ pub fn tensor_response(published: &Published) -> Response {
 }
 
 pub async fn global_params(State(app): State<App>) -> Result<Response, ApiError> {
-    let published = app.latest().await?;
+    let published = app.engine.latest().await?;
     Ok(tensor_response(&published))
 }
 
@@ -63,8 +62,10 @@ pub async fn submit_pseudograd(State(app): State<App>, request: Request) -> Resp
     match submit(&app, request).await {
         Ok(published) => tensor_response(&published),
         Err(error) => {
-            app.metrics().reject(error.kind.unwrap_or("other"));
-            audit_if_forbidden(&app, &extensions, "/submit_pseudograd", error).into_response()
+            app.engine
+                .metrics()
+                .reject(error.kind.map_or("other", ErrorKind::as_str));
+            audit_if_forbidden(&app, &extensions, api::SUBMIT_PSEUDOGRAD, error).into_response()
         }
     }
 }
@@ -73,7 +74,7 @@ async fn submit(app: &App, request: Request) -> Result<Arc<Published>, ApiError>
     let (ticket, mut upload) = receive(app, request, None).await?;
     let mut ticket = ticket.ok_or_else(|| ApiError::internal("upload without a worker"))?;
     let round = loop {
-        let coordinator = app.clone();
+        let coordinator = app.engine.clone();
         let (result, returned_ticket, returned_upload) = tokio::task::spawn_blocking(move || {
             let result = coordinator.complete_upload(&mut ticket, &upload);
             (result, ticket, upload)
@@ -84,23 +85,23 @@ async fn submit(app: &App, request: Request) -> Result<Arc<Published>, ApiError>
         match result? {
             Some(round) => break round,
             // The round's first upload is still streaming into the accumulator.
-            None => app.stream_finished().await,
+            None => app.engine.stream_finished().await,
         }
     };
     // Frees the staging buffer for the next upload before waiting for the round.
     drop(upload);
-    app.await_round_after(round, app.round_wait_timeout()).await
+    let engine = &app.engine;
+    Ok(engine
+        .await_round_after(round, engine.round_wait_timeout())
+        .await?)
 }
 
 pub async fn init_params(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
-    if app.is_initialized() {
-        return Err(ApiError::conflict(
-            "the coordinator already has parameters; GET /global_params",
-        )
-        .kind("already_initialized"));
+    if app.engine.is_initialized() {
+        return Err(EngineError::AlreadyInitialized.into());
     }
     let (_, upload) = receive(&app, request, Some(Expectation::InitialParameters)).await?;
-    let coordinator = app.clone();
+    let coordinator = app.engine.clone();
     let published = tokio::task::spawn_blocking(move || coordinator.initialize(upload))
         .await
         .map_err(|e| ApiError::internal(format!("initialization failed: {e}")))??;
@@ -126,13 +127,14 @@ async fn receive(
     request: Request,
     expectation: Option<Expectation>,
 ) -> Result<Received, ApiError> {
-    let limit = app.config().limits.max_upload_bytes;
+    let engine = &app.engine;
+    let limit = engine.config().limits.max_upload_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("upload exceeds limits.max_upload_bytes ({limit} bytes)"),
         )
-        .kind("too_large")
+        .kind(ErrorKind::TooLarge)
     };
     let declared = content_length(request.headers());
     // Absent on a listener without authentication (a cleartext bulk plane).
@@ -142,7 +144,7 @@ async fn receive(
     }
     // A client that stops sending mid-body is dropped after this long without a byte, so it
     // cannot hold a receive buffer (or the round's streaming slot) forever.
-    let stall = Duration::from_secs(app.config().training.heartbeat_timeout_seconds.max(1));
+    let stall = Duration::from_secs(engine.config().training.heartbeat_timeout_seconds.max(1));
     let mut body = request.into_body().into_data_stream();
     let with_expectation = expectation.is_some();
     let mut receiver = match expectation {
@@ -161,11 +163,12 @@ async fn receive(
                         "no upload data for {}s; the upload was dropped",
                         stall.as_secs()
                     ))
-                    .kind("stalled")
+                    .kind(ErrorKind::Stalled)
                 })?;
             let Some(chunk) = next else { break };
             let chunk: Bytes = chunk.map_err(|e| {
-                ApiError::bad_request(format!("failed to read the upload: {e}")).kind("truncated")
+                ApiError::bad_request(format!("failed to read the upload: {e}"))
+                    .kind(ErrorKind::Truncated)
             })?;
             received += chunk.len() as u64;
             if received > limit {
@@ -176,11 +179,11 @@ async fn receive(
                 && !with_expectation
                 && let Some(frame) = receiver.frame()
             {
-                let started = app.begin_upload(frame, caller.as_ref())?;
+                let started = engine.begin_upload(frame, caller.as_ref())?;
                 let sink = if started.streaming {
                     DataSink::Stream
                 } else {
-                    DataSink::Stage(app.staging_buffer().await)
+                    DataSink::Stage(engine.staging_buffer().await)
                 };
                 receiver.set_expectation(started.expectation.clone(), sink)?;
                 ticket = Some(started);
@@ -197,7 +200,7 @@ async fn receive(
                 }
                 if let Some(store) = store.as_mut() {
                     for (offset, bytes) in pieces {
-                        app.store_streamed(ticket, store, offset, &bytes)?;
+                        engine.store_streamed(ticket, store, offset, &bytes)?;
                     }
                 }
             }

@@ -4,14 +4,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use diloco_contract::api::{
+    self, BULK_URL_HEADER, HeartbeatRequest, OkReply, RegisterRequest, WorkerRef,
+};
 use serde_json::json;
 
+use super::api_error::ApiError;
 use super::tensors::tensor_response;
-use super::{App, BULK_URL_HEADER, audit_if_forbidden, audit_record, caller, parse_json};
-use crate::api_error::ApiError;
+use super::{App, audit_if_forbidden, audit_record, caller, parse_json};
 use crate::audit::bounded;
-use crate::engine::RegisterRequest;
-use crate::wire::messages::WorkerRef;
 
 pub async fn register(
     State(app): State<App>,
@@ -25,17 +26,18 @@ pub async fn register(
         request.hostname.as_deref().map(bounded),
     );
     let published = app
+        .engine
         .register(request, caller(&extensions)?)
         .await
-        .map_err(|e| audit_if_forbidden(&app, &extensions, "/register", e))?;
-    app.audit(
+        .map_err(|e| audit_if_forbidden(&app, &extensions, api::REGISTER, e.into()))?;
+    app.engine.audit(
         audit_record("register", &extensions)
             .worker(worker_id)
             .round(published.round)
             .details(json!({"hostname": hostname})),
     );
     let mut response = tensor_response(&published);
-    if let Some(url) = app.bulk_advert().map(|advert| advert.url(&headers))
+    if let Some(url) = app.bulk.as_ref().map(|advert| advert.url(&headers))
         && let Ok(value) = HeaderValue::from_str(&url)
     {
         response.headers_mut().insert(BULK_URL_HEADER, value);
@@ -48,9 +50,11 @@ pub async fn heartbeat(
     extensions: Extensions,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let request: HeartbeatRequest = parse_json(&body)?;
     let reply = app
-        .heartbeat(parse_json(&body)?, caller(&extensions)?)
-        .map_err(|e| audit_if_forbidden(&app, &extensions, "/heartbeat", e))?;
+        .engine
+        .heartbeat(request, caller(&extensions)?)
+        .map_err(|e| audit_if_forbidden(&app, &extensions, api::HEARTBEAT, e.into()))?;
     Ok(axum::Json(reply).into_response())
 }
 
@@ -60,7 +64,8 @@ pub async fn deregister(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: WorkerRef = parse_json(&body)?;
-    app.deregister(&request.worker_id, caller(&extensions)?)
-        .map_err(|e| audit_if_forbidden(&app, &extensions, "/deregister", e))?;
-    Ok(axum::Json(json!({"status": "ok"})).into_response())
+    app.engine
+        .deregister(&request.worker_id, caller(&extensions)?)
+        .map_err(|e| audit_if_forbidden(&app, &extensions, api::DEREGISTER, e.into()))?;
+    Ok(axum::Json(OkReply::default()).into_response())
 }

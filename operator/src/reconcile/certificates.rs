@@ -18,10 +18,10 @@ use crate::pki::{
 };
 use crate::reconcile::token::secret_strings;
 
-/// `kubernetes.io/tls` keys.
-pub const TLS_CERT_KEY: &str = "tls.crt";
-pub const TLS_KEY_KEY: &str = "tls.key";
-pub const CA_CERT_KEY: &str = "ca.crt";
+/// `kubernetes.io/tls` keys (the contract's credential file names).
+pub use diloco_contract::credentials::{
+    CA_CERT as CA_CERT_KEY, TLS_CERT as TLS_CERT_KEY, TLS_KEY as TLS_KEY_KEY,
+};
 /// Annotation on the CA Secret: until when the previous CA stays in the trust bundle.
 pub const PREVIOUS_CA_VALID_UNTIL_ANNOTATION: &str = "diloco.dev/previous-ca-valid-until";
 

@@ -15,7 +15,6 @@ use diloco_crds::{
 use crate::error::{Error, Result};
 use crate::names::ChildNames;
 use crate::reconcile::apply::Applied;
-use crate::reconcile::build::services::PlaneUrls;
 use crate::reconcile::build::{Credentials, TlsSource, TokenSource};
 use crate::reconcile::certificates::LeafRole;
 use crate::reconcile::validate::Invalid;
@@ -38,7 +37,7 @@ pub enum CoordinatorProbe {
 pub struct Outcome<'a> {
     pub credentials: &'a Credentials,
     pub applied: &'a Applied,
-    pub endpoints: PlaneUrls,
+    pub endpoints: diloco_contract::credentials::Endpoints,
     pub network_policies: bool,
     pub coordinator: CoordinatorProbe,
 }
@@ -242,10 +241,7 @@ pub fn reconciled_status(
         observed_generation: server.metadata.generation,
         phase: Some(if ready { Phase::Ready } else { Phase::Pending }),
         conditions: conditions.list,
-        endpoints: Some(Endpoints {
-            control: Some(outcome.endpoints.control.clone()),
-            bulk: outcome.endpoints.bulk.clone(),
-        }),
+        endpoints: Some(Endpoints::from(outcome.endpoints.clone())),
         secrets: Some(secrets),
         token_rotation,
         certificates,

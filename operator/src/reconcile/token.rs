@@ -13,12 +13,12 @@ use crate::error::{Error, Result};
 use crate::names::HANDLED_NONCE_ANNOTATION;
 use crate::pki::hex;
 
-/// Key of the current token.
-pub const TOKEN_KEY: &str = "token";
 /// Key of the token replaced by the last rotation.
-pub const PREVIOUS_TOKEN_KEY: &str = "previous-token";
+pub use diloco_contract::credentials::PREVIOUS_TOKEN as PREVIOUS_TOKEN_KEY;
 /// Key of the RFC 3339 time until which the previous token is accepted.
-pub const PREVIOUS_VALID_UNTIL_KEY: &str = "previous-valid-until";
+pub use diloco_contract::credentials::PREVIOUS_VALID_UNTIL as PREVIOUS_VALID_UNTIL_KEY;
+/// Key of the current token.
+pub use diloco_contract::credentials::TOKEN as TOKEN_KEY;
 /// Annotation on the token Secret: when it was last rotated.
 pub const ROTATED_AT_ANNOTATION: &str = "diloco.dev/rotated-at";
 

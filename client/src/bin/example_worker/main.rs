@@ -1,5 +1,7 @@
 //! `diloco-example-worker`: trains a small MLP with AdamW inner steps through a DiLoCo
-//! coordinator, printing one JSON line per round.
+//! coordinator, printing one JSON line per round. It acts on relayed commands after each
+//! round: `save_checkpoint` writes `--save-params`, `save_and_stop` writes it and leaves,
+//! `abort` leaves without writing.
 //!
 //! ```text
 //! diloco-example-worker --url http://127.0.0.1:8512 --worker-id w0 --seed 0 --rounds 10
@@ -12,10 +14,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use diloco_client::contract::env;
 use diloco_client::coordinator_client::TokenSource;
 use diloco_client::tensors::{Named, append_safetensors};
 use diloco_client::wire::dtype::WireDtype;
-use diloco_client::{ClientConfig, CoordinatorClient, DilocoWorker, WorkerOptions};
+use diloco_client::{ClientConfig, CoordinatorClient, DilocoWorker, RelayedCommand, WorkerOptions};
 use serde_json::json;
 use task::{Rng, Teacher, mse, student};
 use tch::nn::{self, OptimizerConfig};
@@ -24,18 +27,18 @@ use tch::nn::{self, OptimizerConfig};
 #[command(about = "Example DiLoCo worker: a tiny MLP learns a fixed teacher network")]
 struct Cli {
     /// Coordinator control-plane URL.
-    #[arg(long, env = "DILOCO_URL", default_value = "http://127.0.0.1:8512")]
+    #[arg(long, env = env::URL, default_value = "http://127.0.0.1:8512")]
     url: String,
     /// A mounted worker bundle from the operator (`token`, `ca.crt`, `endpoints.json`, and
     /// `tls.crt`/`tls.key` for named clients); replaces --url, --token-file and --ca-file.
-    #[arg(long, env = "DILOCO_CREDENTIALS_DIR", conflicts_with_all = ["token_file", "ca_file"])]
+    #[arg(long, env = env::CREDENTIALS_DIR, conflicts_with_all = ["token_file", "ca_file"])]
     credentials_dir: Option<PathBuf>,
     /// Resolve HOST to IP instead of asking DNS (repeatable), like curl's --resolve: reach a
     /// coordinator by the Service name its certificate carries from outside the cluster.
     #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
     resolve: Vec<(String, std::net::IpAddr)>,
     /// Unique worker id.
-    #[arg(long, env = "DILOCO_WORKER_ID", default_value = "example-worker")]
+    #[arg(long, env = env::WORKER_ID, default_value = "example-worker")]
     worker_id: String,
     /// File holding the bearer token (re-read after a 401). Without it `DILOCO_TOKEN_FILE`
     /// or `DILOCO_TOKEN` is used; the token itself is never a command-line argument.
@@ -125,6 +128,14 @@ impl Trainer {
         tch::no_grad(|| mse(&self.model, &self.eval.0, &self.eval.1).double_value(&[]))
     }
 
+    /// Writes the parameters to `--save-params`, if given.
+    fn save_if_asked(&self, cli: &Cli) -> anyhow::Result<()> {
+        match &cli.save_params {
+            Some(path) => self.save(path),
+            None => Ok(()),
+        }
+    }
+
     fn save(&self, path: &PathBuf) -> anyhow::Result<()> {
         let mut blob = Vec::new();
         append_safetensors(&mut blob, &self.params(), WireDtype::Fp32)?;
@@ -169,7 +180,7 @@ async fn run_with_coordinator(cli: &Cli, mut trainer: Trainer) -> anyhow::Result
     emit(
         json!({"event": "joined", "worker": cli.worker_id, "round": worker.round(), "eval_loss": trainer.eval_loss(), "sync_every": worker.sync_every()}),
     );
-    for _ in 0..cli.rounds {
+    'rounds: for _ in 0..cli.rounds {
         let mut total = 0.0;
         for _ in 0..worker.sync_every() {
             total += trainer.step();
@@ -185,10 +196,24 @@ async fn run_with_coordinator(cli: &Cli, mut trainer: Trainer) -> anyhow::Result
             "contributed": report.contributed,
             "upload_bytes": report.upload_bytes,
         }));
+        while let Some(command) = worker.next_command() {
+            emit(
+                json!({"event": "command", "worker": cli.worker_id, "command": command.as_str(), "round": worker.round()}),
+            );
+            match command {
+                RelayedCommand::SaveCheckpoint => trainer.save_if_asked(cli)?,
+                RelayedCommand::SaveAndStop => break 'rounds,
+                RelayedCommand::Abort => {
+                    worker.leave().await?;
+                    emit(
+                        json!({"event": "aborted", "worker": cli.worker_id, "eval_loss": trainer.eval_loss()}),
+                    );
+                    return Ok(());
+                }
+            }
+        }
     }
-    if let Some(path) = &cli.save_params {
-        trainer.save(path)?;
-    }
+    trainer.save_if_asked(cli)?;
     worker.leave().await?;
     emit(json!({"event": "done", "worker": cli.worker_id, "eval_loss": trainer.eval_loss()}));
     Ok(())

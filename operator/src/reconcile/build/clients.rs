@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use diloco_contract::clients::{ClientEntry, ClientsFile, Role};
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde_json::json;
 
 use diloco_crds::ClientAuth;
 
@@ -16,31 +16,10 @@ use crate::names::{CLIENTS_KEY, Component};
 use crate::reconcile::build::{BuildContext, Credentials, TlsSource};
 use crate::reconcile::credentials::OPERATOR_CLIENT_NAME;
 
-/// What a client certificate may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientRole {
-    /// Control actions and everything a worker may do (the operator's own certificate).
-    Admin,
-    /// Train: register, heartbeat, submit, download.
-    Worker,
-}
-
-impl ClientRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Worker => "worker",
-        }
-    }
-}
-
 /// The clients whose certificates authenticate, or `None` when the coordinator accepts every
 /// certificate of its client CA (a dedicated `tls.clientCASecretRef` without names) or no
 /// certificates at all.
-pub fn client_list(
-    ctx: &BuildContext<'_>,
-    credentials: &Credentials,
-) -> Option<Vec<(String, ClientRole)>> {
+pub fn client_list(ctx: &BuildContext<'_>, credentials: &Credentials) -> Option<Vec<ClientEntry>> {
     let tls = &ctx.server.spec.tls;
     if tls.client_auth != ClientAuth::Optional {
         return None;
@@ -48,24 +27,15 @@ pub fn client_list(
     match &credentials.tls {
         TlsSource::Disabled => None,
         TlsSource::Owned(_) => {
-            let mut clients = vec![(OPERATOR_CLIENT_NAME.to_string(), ClientRole::Admin)];
-            clients.extend(
-                tls.clients
-                    .iter()
-                    .map(|c| (c.name.clone(), ClientRole::Worker)),
-            );
+            let mut clients = vec![entry(OPERATOR_CLIENT_NAME, Role::Admin)];
+            clients.extend(tls.clients.iter().map(|c| entry(&c.name, Role::Worker)));
             Some(clients)
         }
         TlsSource::Referenced { .. } => tls
             .allowed_client_names
             .as_ref()
             .filter(|names| !names.is_empty())
-            .map(|names| {
-                names
-                    .iter()
-                    .map(|n| (n.0.clone(), ClientRole::Worker))
-                    .collect()
-            }),
+            .map(|names| names.iter().map(|n| entry(&n.0, Role::Worker)).collect()),
     }
 }
 
@@ -77,15 +47,18 @@ pub fn build_clients_config_map(
     let Some(clients) = client_list(ctx, credentials) else {
         return Ok(None);
     };
-    let list: Vec<_> = clients
-        .iter()
-        .map(|(name, role)| json!({"name": name, "role": role.as_str()}))
-        .collect();
-    let text = serde_json::to_string_pretty(&json!({"clients": list}))
+    let text = serde_json::to_string_pretty(&ClientsFile { clients })
         .map_err(Error::serialize(CLIENTS_KEY))?;
     Ok(Some(ConfigMap {
         metadata: ctx.metadata(ctx.names.clients_config_map(), Component::Clients),
         data: Some(BTreeMap::from([(CLIENTS_KEY.to_string(), text + "\n")])),
         ..ConfigMap::default()
     }))
+}
+
+fn entry(name: &str, role: Role) -> ClientEntry {
+    ClientEntry {
+        name: name.to_string(),
+        role,
+    }
 }

@@ -28,7 +28,7 @@ use crate::reconcile::certificates::PkiPlan;
 use crate::reconcile::token::TokenPlan;
 use crate::settings::Settings;
 
-pub use clients::{ClientRole, build_clients_config_map, client_list};
+pub use clients::{build_clients_config_map, client_list};
 pub use config::coordinator_config;
 pub use deployment::{build_deployment, build_service_account, build_state_claim};
 pub use network_policies::build_network_policies;

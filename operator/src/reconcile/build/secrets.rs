@@ -20,7 +20,7 @@ use crate::reconcile::token::{ROTATED_AT_ANNOTATION, TOKEN_KEY, TokenPlan};
 /// Type of the certificate Secrets.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// Key of the endpoints file in worker bundles.
-pub const ENDPOINTS_KEY: &str = "endpoints.json";
+pub use diloco_contract::credentials::ENDPOINTS as ENDPOINTS_KEY;
 
 /// Every credential Secret the operator owns for the server.
 pub fn build_secrets(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Vec<Secret>> {
@@ -154,12 +154,8 @@ fn worker_bundle(
     if let Some(bundle) = credentials.tls.trust_bundle() {
         data.insert(CA_CERT_KEY.to_string(), bundle.to_string());
     }
-    let endpoints = endpoints(ctx, credentials.tls.enabled());
-    let json = serde_json::to_string_pretty(&serde_json::json!({
-        "control": endpoints.control,
-        "bulk": endpoints.bulk,
-    }))
-    .map_err(Error::serialize(ENDPOINTS_KEY))?;
+    let json = serde_json::to_string_pretty(&endpoints(ctx, credentials.tls.enabled()))
+        .map_err(Error::serialize(ENDPOINTS_KEY))?;
     data.insert(ENDPOINTS_KEY.to_string(), json + "\n");
     Ok(data)
 }

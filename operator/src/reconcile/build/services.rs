@@ -3,24 +3,19 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as CoreServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use diloco_contract::credentials::Endpoints;
 use diloco_crds::ServiceSpec;
 
 use crate::names::{BULK_PORT_NAME, CONTROL_PORT_NAME, Component};
 use crate::reconcile::build::BuildContext;
 
-/// The in-cluster URLs of the two planes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlaneUrls {
-    pub control: String,
-    pub bulk: Option<String>,
-}
-
-/// In-cluster URLs (Service DNS names) of the control and bulk planes.
-pub fn endpoints(ctx: &BuildContext<'_>, tls: bool) -> PlaneUrls {
+/// In-cluster URLs (Service DNS names) of the control and bulk planes: the bundle's
+/// `endpoints.json`, the coordinator's advertised bulk URL and `status.endpoints`.
+pub fn endpoints(ctx: &BuildContext<'_>, tls: bool) -> Endpoints {
     let spec = &ctx.server.spec;
     let host = |service: String| format!("{service}.{}.svc", ctx.namespace);
     let scheme = |tls: bool| if tls { "https" } else { "http" };
-    PlaneUrls {
+    Endpoints {
         control: format!(
             "{}://{}:{}",
             scheme(tls),

@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{ClientAllowlist, Credentials, TokenStore};
+use crate::auth::{ClientAllowlist, Credentials, TokenStore};
 use crate::config::Config;
 use crate::engine::Coordinator;
 use crate::tls::ClientCertificate;
@@ -111,7 +111,7 @@ const CONTROL: &str = "/control/update_num_workers";
 #[tokio::test]
 async fn control_actions_need_the_admin_role() {
     let s = setup(100);
-    let router = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()));
+    let router = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()), None);
     let from = "10.0.0.1:5000";
     for worker in [As::Bearer(WORKER_TOKEN), As::Certificate("site-a")] {
         let (status, _, body) = send(&router, "POST", CONTROL, from, worker).await;
@@ -136,7 +136,7 @@ async fn control_actions_need_the_admin_role() {
 #[tokio::test]
 async fn a_certificate_authenticates_only_while_its_common_name_is_listed() {
     let s = setup(100);
-    let router = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()));
+    let router = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()), None);
     let (status, _, _) = send(
         &router,
         "GET",
@@ -166,7 +166,7 @@ async fn a_certificate_authenticates_only_while_its_common_name_is_listed() {
 #[tokio::test]
 async fn a_blocked_address_is_refused_before_its_token_is_compared() {
     let s = setup(2);
-    let router = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()));
+    let router = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()), None);
     let (guesser, other) = ("10.0.0.9:4000", "10.0.0.10:4000");
     for guess in ["guess-1", "guess-2"] {
         let (status, _, _) = send(&router, "GET", "/status", guesser, As::Bearer(guess)).await;
@@ -202,7 +202,7 @@ async fn a_blocked_address_is_refused_before_its_token_is_compared() {
 #[tokio::test]
 async fn each_listener_has_a_failure_limiter_of_its_own() {
     let s = setup(1);
-    let control = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()));
+    let control = crate::http::router(s.coordinator.clone(), Some(s.credentials.clone()), None);
     let bulk = crate::http::bulk_router(s.coordinator.clone(), Some(s.credentials.clone()), true);
     let from = "192.0.2.1:1";
     let (status, _, _) = send(&control, "GET", "/status", from, As::Bearer("guess")).await;

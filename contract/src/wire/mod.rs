@@ -1,8 +1,7 @@
 //! Bytes on the wire, shared by the coordinator and its clients: the submit frame,
-//! safetensors, tensor dtypes, the model layout they describe, and the JSON request bodies.
+//! safetensors, tensor dtypes and the model layout they describe.
 
 pub mod dtype;
 pub mod frame;
 pub mod layout;
-pub mod messages;
 pub mod safetensors;

@@ -1,0 +1,72 @@
+//! The coordinator's HTTP API: forgather's endpoint paths, headers and JSON bodies, plus ours.
+//!
+//! Two listeners serve it: the control plane (everything but the bulk paths when a bulk plane
+//! exists) and the bulk plane ([`BULK_PATHS`] and [`HEALTH`]). On the control plane a bulk path
+//! answers 404 with the bulk plane's URL in [`BULK_URL_HEADER`] and [`ErrorBody::bulk_url`].
+
+pub mod control;
+pub mod errors;
+pub mod status;
+pub mod workers;
+
+pub use control::{
+    CommandQueued, CommandRequest, ControlAction, ControlReply, ControlRequest, NumWorkersUpdated,
+    OptimizerUpdated, SavedState, ShuttingDown, UpdateNumWorkersRequest, UpdateOptimizerRequest,
+    WorkerKicked,
+};
+pub use errors::{ErrorBody, ErrorKind};
+pub use status::{
+    AggregateStats, ExpectedClientSettings, InfoOuterOptimizer, InfoReply, KnownWorker,
+    KnownWorkersReply, StatusReply, WorkerStatus,
+};
+pub use workers::{
+    HeartbeatReply, HeartbeatRequest, OkReply, RegisterRequest, RelayedCommand, ReplyStatus,
+    WorkerRef, valid_worker_id,
+};
+
+/// Liveness; open on every listener (`{"status": "ok"}`).
+pub const HEALTH: &str = "/health";
+/// Join the run; answers with the parameters to start from (tensor response).
+pub const REGISTER: &str = "/register";
+/// Keep-alive with statistics; its reply may relay a command.
+pub const HEARTBEAT: &str = "/heartbeat";
+/// Leave the run.
+pub const DEREGISTER: &str = "/deregister";
+/// The round, the roster and the settings ([`StatusReply`]).
+pub const STATUS: &str = "/status";
+/// What workers must adopt ([`InfoReply`]).
+pub const INFO: &str = "/info";
+/// Every worker ever registered ([`KnownWorkersReply`]).
+pub const KNOWN_WORKERS: &str = "/known_workers";
+/// Prometheus metrics (OpenMetrics text).
+pub const METRICS: &str = "/metrics";
+/// The first worker's parameters, when the coordinator has none (a submit frame).
+pub const INIT_PARAMS: &str = "/init_params";
+/// A pseudo-gradient (a submit frame); answers with the next round's parameters.
+pub const SUBMIT_PSEUDOGRAD: &str = "/submit_pseudograd";
+/// A fragment's pseudo-gradient (streaming DiLoCo; refused: not implemented).
+pub const SUBMIT_FRAGMENT_PSEUDOGRAD: &str = "/submit_fragment_pseudograd";
+/// The current parameters (tensor response).
+pub const GLOBAL_PARAMS: &str = "/global_params";
+/// Control actions are `POST /control/<action>` ([`ControlAction::path`]); admin only.
+pub const CONTROL_PREFIX: &str = "/control/";
+
+/// The bulk plane's paths (tensor uploads and downloads), as in forgather.
+pub const BULK_PATHS: [&str; 3] = [SUBMIT_PSEUDOGRAD, SUBMIT_FRAGMENT_PSEUDOGRAD, GLOBAL_PARAMS];
+
+/// Paths whose response body is safetensors bytes ([`TENSOR_CONTENT_TYPE`], with
+/// [`ROUND_HEADER`]) instead of JSON.
+pub const TENSOR_RESPONSE_PATHS: [&str; 4] =
+    [REGISTER, GLOBAL_PARAMS, SUBMIT_PSEUDOGRAD, INIT_PARAMS];
+
+/// Header carrying the round of the parameters in a tensor response.
+pub const ROUND_HEADER: &str = "x-diloco-round";
+/// Header advertising the bulk plane's URL (on `/register`, and on a bulk path's 404 on the
+/// control plane), as in forgather.
+pub const BULK_URL_HEADER: &str = "x-forgather-bulk-url";
+/// The challenge of a 401 (`WWW-Authenticate`).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"diloco\"";
+/// Content type of tensor requests and responses.
+pub const TENSOR_CONTENT_TYPE: &str = "application/octet-stream";
+/// `/info`'s `wire_format`: the only tensor serialization exchanged (no pickle, ever).
+pub const WIRE_FORMAT: &str = "safetensors";
