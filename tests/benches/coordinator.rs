@@ -38,7 +38,7 @@ use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
 use diloco_client::{ClientConfig, CoordinatorClient, DilocoWorker, WorkerOptions};
 use diloco_tests::frames::frame_with_blob;
-use diloco_tests::get_json;
+use diloco_tests::get_status;
 use diloco_tests::pki::TestCa;
 use diloco_tests::processes::{CoordinatorProcess, cpu_seconds};
 use serde_json::{Value, json};
@@ -495,8 +495,7 @@ async fn one_round(
     idle: &[String],
 ) -> RoundMeasure {
     let url = coordinator.url.as_str();
-    let status = get_json(http, &format!("{url}/status")).await;
-    let round = status["sync_round"].as_u64().expect("sync_round");
+    let round = get_status(http, url).await.sync_round;
     let cpu_before = (coordinator.cpu_seconds(), cpu_seconds(None));
     let started = Instant::now();
     let uploads: Vec<_> = bodies
@@ -505,16 +504,13 @@ async fn one_round(
         .collect();
     let deadline = started + Duration::from_secs(600);
     let elapsed = loop {
-        let status = get_json(http, &format!("{url}/status")).await;
-        let folded = status["pending_submissions"].as_array().map_or(0, Vec::len);
-        assert_eq!(
-            status["sync_round"], round,
-            "the blocker keeps the round open"
-        );
+        let status = get_status(http, url).await;
+        let folded = status.pending_submissions.len();
+        assert_eq!(status.sync_round, round, "the blocker keeps the round open");
         if folded == bodies.len() {
             break started.elapsed().as_secs_f64();
         }
-        assert!(Instant::now() < deadline, "uploads not folded: {status}");
+        assert!(Instant::now() < deadline, "uploads not folded: {status:?}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let (coordinator_cpu, worker_cpu) = (
@@ -529,16 +525,14 @@ async fn one_round(
     for upload in uploads {
         upload.await.expect("upload task");
     }
-    let status = get_json(http, &format!("{url}/status")).await;
-    assert_eq!(status["sync_round"], round + 1, "the round closed");
-    let step = status["last_outer_step_seconds"]
-        .as_f64()
-        .expect("an outer step ran");
+    let status = get_status(http, url).await;
+    assert_eq!(status.sync_round, round + 1, "the round closed");
+    let step = status.last_outer_step_seconds.expect("an outer step ran");
     for id in idle.iter().map(String::as_str).chain(["blocker"]) {
         post_json(http, &format!("{url}/register"), json!({"worker_id": id})).await;
     }
-    let publish = status["last_publish_seconds"]
-        .as_f64()
+    let publish = status
+        .last_publish_seconds
         .expect("the new parameters were published");
     RoundMeasure {
         rate: total as f64 / elapsed,
@@ -622,8 +616,11 @@ async fn memory_bench(root: &Path, params: usize, workers: usize) -> u64 {
             upload.await.expect("upload task");
         }
     }
-    let status = get_json(&http, &format!("{url}/status")).await;
-    assert_eq!(status["sync_round"], 2, "two rounds ran");
+    assert_eq!(
+        get_status(&http, &url).await.sync_round,
+        2,
+        "two rounds ran"
+    );
     coordinator.peak_rss_bytes()
 }
 
@@ -702,12 +699,11 @@ async fn seconds_until_folded(
 ) -> f64 {
     let deadline = started + Duration::from_secs(600);
     loop {
-        let status = get_json(http, &format!("{url}/status")).await;
-        let pending = status["pending_submissions"].as_array();
-        if pending.is_some_and(|p| p.iter().any(|id| id == worker_id)) {
+        let status = get_status(http, url).await;
+        if status.pending_submissions.iter().any(|id| id == worker_id) {
             return started.elapsed().as_secs_f64();
         }
-        assert!(Instant::now() < deadline, "upload not folded: {status}");
+        assert!(Instant::now() < deadline, "upload not folded: {status:?}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -31,6 +31,17 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     response.json().await.expect("the response is JSON")
 }
 
+/// The coordinator's `/status` at `{url}/status`, parsed as the contract's reply (so a test
+/// breaks at build time when a field it reads is renamed).
+pub async fn get_status(http: &reqwest::Client, url: &str) -> diloco_contract::api::StatusReply {
+    let response = http
+        .get(format!("{url}{}", diloco_contract::api::STATUS))
+        .send()
+        .await
+        .expect("GET /status reaches the server");
+    response.json().await.expect("the reply is a /status body")
+}
+
 /// The coordinator's Prometheus text at `{url}/metrics` (with `token` as bearer, if given),
 /// as metric name → value for the unlabelled samples.
 pub async fn metrics(

@@ -8,7 +8,7 @@ use diloco_client::wire::dtype::WireDtype;
 use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
 use diloco_tests::frames::{RawTensor, bf16_bytes, frame};
-use diloco_tests::get_json;
+use diloco_tests::get_status;
 use diloco_tests::processes::CoordinatorProcess;
 use serde_json::Value;
 
@@ -16,9 +16,9 @@ use serde_json::Value;
 #[derive(Debug, PartialEq)]
 struct Observed {
     params: Vec<u8>,
-    round: Value,
+    round: u64,
     registered: Vec<String>,
-    pending: Value,
+    pending: Vec<String>,
 }
 
 struct Harness {
@@ -35,17 +35,12 @@ impl Harness {
             .await
             .unwrap();
         let params = params.bytes().await.unwrap().to_vec();
-        let status = get_json(&self.http, &format!("{}/status", self.url)).await;
+        let status = get_status(&self.http, &self.url).await;
         Observed {
             params,
-            round: status["sync_round"].clone(),
-            registered: status["workers"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .cloned()
-                .collect(),
-            pending: status["pending_submissions"].clone(),
+            round: status.sync_round,
+            registered: status.workers.into_keys().collect(),
+            pending: status.pending_submissions,
         }
     }
 
@@ -298,14 +293,14 @@ async fn every_kind_of_bad_upload_is_refused_and_changes_nothing() {
         })
     };
     for _ in 0..200 {
-        if h.observe().await.pending == serde_json::json!(["w1"]) {
+        if h.observe().await.pending == ["w1"] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
         h.observe().await.pending,
-        serde_json::json!(["w1"]),
+        ["w1"],
         "w1's first upload is folded"
     );
     h.refused(

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use diloco_contract::api::{ErrorBody, StatusReply};
 use diloco_tests::processes::{CoordinatorProcess, WorkerProcess, events};
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
@@ -61,8 +61,8 @@ async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
         .to_str()
         .unwrap()
         .to_string();
-    let body: Value = redirected.json().await.unwrap();
-    assert_eq!(body["bulk_url"], bulk_url.as_str());
+    let body: ErrorBody = redirected.json().await.unwrap();
+    assert_eq!(body.bulk_url.as_deref(), Some(bulk_url.as_str()));
     assert!(bulk_url.starts_with("http://127.0.0.1:"), "{bulk_url}");
     assert_ne!(bulk_url, url, "a listener of its own");
     let registered = http
@@ -87,7 +87,7 @@ async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
     assert_eq!(params.status(), 200);
     // Three rounds each, but a worker that registers after the other's first contribution
     // joins a round later, so the run may take a fourth: compare with the coordinator's own.
-    let status: Value = http
+    let status: StatusReply = http
         .get(format!("{url}/status"))
         .bearer_auth(&token)
         .send()
@@ -96,8 +96,8 @@ async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
         .json()
         .await
         .unwrap();
-    let round = status["sync_round"].as_u64().unwrap();
-    assert!(round >= 3, "{status}");
+    let round = status.sync_round;
+    assert!(round >= 3, "{status:?}");
     assert_eq!(
         params.headers()["x-diloco-round"],
         round.to_string().as_str()
@@ -122,12 +122,10 @@ async fn a_cleartext_bulk_plane_serves_tensors_only_and_never_sees_a_token() {
         };
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 404, "{method} {path}");
-        let body: Value = response.json().await.unwrap();
+        let body: ErrorBody = response.json().await.unwrap();
         assert!(
-            body["error"]
-                .as_str()
-                .unwrap()
-                .contains("not served on the bulk plane")
+            body.error.contains("not served on the bulk plane"),
+            "{body:?}"
         );
     }
     let health = http.get(format!("{url}/health")).send().await.unwrap();

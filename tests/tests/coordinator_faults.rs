@@ -11,7 +11,7 @@ use diloco_client::wire::dtype::WireDtype;
 use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
 use diloco_tests::frames::{RawTensor, bf16_bytes, frame};
-use diloco_tests::get_json;
+use diloco_tests::get_status;
 use diloco_tests::processes::CoordinatorProcess;
 use serde_json::json;
 
@@ -90,10 +90,7 @@ async fn a_worker_killed_mid_upload_contributes_nothing_and_releases_the_barrier
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let receiving = || async {
-        let status = get_json(&http, &format!("{url}/status")).await;
-        status["receiving"] == json!(["doomed"])
-    };
+    let receiving = || async { get_status(&http, &url).await.receiving == ["doomed"] };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !receiving().await {
         assert!(Instant::now() < deadline, "the doomed upload never started");
@@ -139,12 +136,12 @@ async fn a_worker_killed_mid_upload_contributes_nothing_and_releases_the_barrier
             got[i]
         );
     }
-    let status = get_json(&http, &format!("{url}/status")).await;
-    assert_eq!(status["sync_round"], 1);
-    assert_eq!(status["total_worker_deaths"], 1, "{status}");
+    let status = get_status(&http, &url).await;
+    assert_eq!(status.sync_round, 1);
+    assert_eq!(status.total_worker_deaths, Some(1), "{status:?}");
     assert!(
-        status["workers"].get("doomed").is_none(),
-        "doomed was evicted: {status}"
+        !status.workers.contains_key("doomed"),
+        "doomed was evicted: {status:?}"
     );
     assert!(coordinator.log().contains("worker evicted"));
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use diloco_client::wire::dtype::WireDtype;
 use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
+use diloco_contract::api::StatusReply;
 use diloco_tests::frames::{RawTensor, bf16_bytes, frame};
 use diloco_tests::pki::{Pem, TestCa, https_client};
 use diloco_tests::processes::CoordinatorProcess;
@@ -233,8 +234,8 @@ async fn roles_certificate_subjects_worker_owners_and_live_client_removal() {
         200
     );
     let (_, status) = admin_token.send(&url, "/status", None).await;
-    let mut workers: Vec<&String> = status["workers"].as_object().unwrap().keys().collect();
-    workers.sort();
+    let status: StatusReply = serde_json::from_value(status).unwrap();
+    let workers: Vec<&String> = status.workers.keys().collect();
     assert_eq!(workers, ["site-a.0", "w-token"]);
 
     // Owners survive a restart: the checkpoint records them.

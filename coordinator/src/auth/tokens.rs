@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
+use diloco_contract::credentials;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -114,7 +115,7 @@ fn digest(bytes: &[u8]) -> TokenDigest {
 
 fn read_tokens(dir: &Path) -> Result<Tokens, TokenError> {
     let files = read_consistent(dir)?;
-    let token_path = dir.join("token");
+    let token_path = dir.join(credentials::TOKEN);
     let current = match files.token {
         None => {
             return Err(TokenError::Read {
@@ -199,9 +200,9 @@ fn read_files(dir: &Path) -> Result<TokenFiles, TokenError> {
         }
     };
     Ok(TokenFiles {
-        token: read("token")?,
-        previous_token: read("previous-token")?,
-        previous_valid_until: read("previous-valid-until")?,
+        token: read(credentials::TOKEN)?,
+        previous_token: read(credentials::PREVIOUS_TOKEN)?,
+        previous_valid_until: read(credentials::PREVIOUS_VALID_UNTIL)?,
     })
 }
 

@@ -12,14 +12,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use diloco_contract::api::{self, StatusReply};
+use diloco_crds::{ClientAuth, CoordinatorStatus, DiLoCoServer};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Client;
 use kube::api::{Api, ListParams};
-use serde::Deserialize;
-
-use diloco_crds::{ClientAuth, CoordinatorStatus, DiLoCoServer};
 
 use crate::names::{ChildNames, Component};
 use crate::reconcile::build::{Credentials, TlsSource, TokenSource};
@@ -30,13 +29,6 @@ use crate::reconcile::status::CoordinatorProbe;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest `/status` reply read; a real one is a few hundred bytes.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
-
-#[derive(Deserialize)]
-struct StatusReply {
-    sync_round: i64,
-    num_registered: i32,
-    last_outer_step_seconds: Option<f64>,
-}
 
 /// Polls the coordinator of `server` at the IP of a ready pod of `deployment_uid`.
 pub async fn probe(
@@ -104,7 +96,7 @@ async fn try_probe(
         use_certificate = true;
     }
     let http = builder.build().map_err(|e| e.to_string())?;
-    let mut request = http.get(format!("{scheme}://{host}:{port}/status"));
+    let mut request = http.get(format!("{scheme}://{host}:{port}{}", api::STATUS));
     let token = match &credentials.token {
         TokenSource::Owned(plan) => Some(plan.token().to_string()),
         TokenSource::Referenced { token, .. } => Some(token.clone()),
@@ -137,9 +129,17 @@ async fn try_probe(
     }
     let reply: StatusReply = serde_json::from_slice(&body)
         .map_err(|e| format!("GET /status returned an unexpected body: {e}"))?;
+    coordinator_status(&reply)
+}
+
+/// `status.coordinator` from the coordinator's `/status` (the CRD's fields are Kubernetes
+/// integers; a count beyond them is reported, not wrapped).
+pub fn coordinator_status(reply: &StatusReply) -> Result<CoordinatorStatus, String> {
     Ok(CoordinatorStatus {
-        round: reply.sync_round,
-        workers: reply.num_registered,
+        round: i64::try_from(reply.sync_round)
+            .map_err(|_| format!("GET /status reported round {}", reply.sync_round))?,
+        workers: i32::try_from(reply.num_registered)
+            .map_err(|_| format!("GET /status reported {} workers", reply.num_registered))?,
         last_outer_step_seconds: reply.last_outer_step_seconds,
     })
 }

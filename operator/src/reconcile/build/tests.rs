@@ -195,6 +195,58 @@ fn minimal_coordinator_config_matches_its_fixture() {
 }
 
 /// Services and NetworkPolicies of the minimal server, whole.
+/// What the operator renders is a configuration the coordinator reads back unchanged (its
+/// `Config` refuses unknown keys), with the spec's values and the coordinator's own limits.
+#[test]
+fn the_rendered_config_reads_back_as_the_coordinator_s_configuration() {
+    use diloco_contract::config::{Config, Device as ConfigDevice};
+    use diloco_contract::wire::dtype::WireDtype as ConfigDtype;
+    let mut server = server("minimal.yaml");
+    server.spec.device = diloco_crds::Device::Cuda;
+    let training = &mut server.spec.training;
+    training.min_workers = 3;
+    training.sync_every = 40;
+    training.upload_dtype = diloco_crds::WireDtype::Fp32;
+    training.outer_optimizer.lr = 0.5;
+    training.outer_optimizer.nesterov = false;
+    let desired = built(&server, &owned_credentials());
+    let text = config_map_text(&desired, "llm-coordinator-config", "coordinator.yaml");
+    let parsed: Config = serde_norway::from_str(&text).unwrap();
+    assert_eq!(parsed.device, ConfigDevice::Cuda);
+    assert_eq!(parsed.training.min_workers, 3);
+    assert_eq!(parsed.training.sync_every, 40);
+    assert_eq!(parsed.training.upload_dtype, ConfigDtype::Fp32);
+    assert_eq!(parsed.training.outer_optimizer.lr, 0.5);
+    assert!(!parsed.training.outer_optimizer.nesterov);
+    assert_eq!(parsed.listen, "0.0.0.0:8512".parse().unwrap());
+    assert_eq!(parsed.limits, Default::default());
+    parsed.validate().unwrap();
+}
+
+/// A spec that slipped past the schema (a negative count, a port out of range) is an
+/// invalid spec, not a configuration with a wrapped-around number.
+#[test]
+fn a_count_or_port_out_of_range_is_an_invalid_spec() {
+    let settings = crate::settings::Settings::default();
+    let credentials = owned_credentials();
+    let mut negative = server("minimal.yaml");
+    negative.spec.training.sync_every = -1;
+    let ctx = BuildContext::new(&negative, &settings).unwrap();
+    let error = build(&ctx, &credentials).unwrap_err();
+    assert!(
+        matches!(&error, crate::error::Error::InvalidSpec(m) if m.contains("training.syncEvery -1")),
+        "{error}"
+    );
+    let mut off_range = server("minimal.yaml");
+    off_range.spec.control.port = 70000;
+    let ctx = BuildContext::new(&off_range, &settings).unwrap();
+    let error = build(&ctx, &credentials).unwrap_err();
+    assert!(
+        matches!(&error, crate::error::Error::InvalidSpec(m) if m.contains("control.port 70000")),
+        "{error}"
+    );
+}
+
 #[test]
 fn minimal_network_objects_match_their_fixture() {
     let desired = built(&server("minimal.yaml"), &owned_credentials());
