@@ -1,6 +1,8 @@
 //! A worker killed with SIGKILL in the middle of its upload: the barrier releases after the
 //! heartbeat timeout, and the partial upload contributes nothing — the new parameters are
-//! exactly the outer step over the other workers' pseudo-gradients.
+//! exactly the outer step over the other workers' pseudo-gradients. And a command relayed to
+//! a worker (`save_and_stop`, `abort`) is acted on once, even when the heartbeat reply that
+//! carried it is lost.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -144,4 +146,161 @@ async fn a_worker_killed_mid_upload_contributes_nothing_and_releases_the_barrier
         "doomed was evicted: {status:?}"
     );
     assert!(coordinator.log().contains("worker evicted"));
+}
+
+/// A loopback TCP proxy that forwards both ways but, once, drops the connection instead of
+/// forwarding a response that relays a command: the heartbeat reply is lost on the way.
+struct LossyProxy {
+    url: String,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LossyProxy {
+    async fn start(upstream: &str) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.to_string();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(AtomicBool::new(true));
+        let counter = dropped.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (armed, counter) = (armed.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match server_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let marker = b"\"command\":";
+                        let relays = buffer[..n].windows(marker.len()).any(|w| w == marker);
+                        if relays && armed.swap(false, Ordering::SeqCst) {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            break; // both halves dropped: the client sees the connection close
+                        }
+                        if client_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, dropped }
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn queue_command(url: &str, command: &str, worker_id: &str) {
+    let http = diloco_tests::http_client();
+    let response = http
+        .post(format!("{url}/control/command"))
+        .json(&json!({"command": command, "worker_id": worker_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn wait_for_round(url: &str, round: u64) {
+    let http = diloco_tests::http_client();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while get_status(&http, url).await.sync_round < round {
+        assert!(Instant::now() < deadline, "round {round} never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Rust worker acts on `save_and_stop` like the Python SDK: it saves and leaves. The
+/// heartbeat reply carrying the command is lost on the way (the proxy drops it); the worker's
+/// next beat still acknowledges the previous command, so the coordinator sends it again and
+/// the worker acts on it exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn save_and_stop_survives_a_lost_heartbeat_reply_and_the_worker_saves_and_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path(),
+        "training: {sync_every: 20, heartbeat_timeout_seconds: 4}\n",
+    );
+    let proxy = LossyProxy::start(coordinator.address()).await;
+    let saved = dir.path().join("saved.safetensors");
+    let worker = diloco_tests::processes::WorkerProcess::start(
+        "w0",
+        &[
+            "--url",
+            &proxy.url,
+            "--rounds",
+            "400",
+            "--save-params",
+            saved.to_str().unwrap(),
+        ],
+    );
+    wait_for_round(&coordinator.url, 2).await;
+    queue_command(&coordinator.url, "save_and_stop", "w0").await;
+
+    let lines = worker.finish(Duration::from_secs(180));
+    assert_eq!(proxy.dropped(), 1, "a reply relaying the command was lost");
+    let commands = diloco_tests::processes::events(&lines, "command");
+    assert_eq!(commands.len(), 1, "acted on once: {commands:?}");
+    assert_eq!(commands[0]["command"], "save_and_stop");
+    let rounds = diloco_tests::processes::events(&lines, "round");
+    assert!(
+        rounds.len() < 400,
+        "it stopped early: {} rounds",
+        rounds.len()
+    );
+    assert_eq!(diloco_tests::processes::events(&lines, "done").len(), 1);
+    let params = decode_safetensors(&std::fs::read(&saved).unwrap()).unwrap();
+    assert!(!params.is_empty(), "the parameters were saved");
+    let http = diloco_tests::http_client();
+    assert!(
+        get_status(&http, &coordinator.url).await.workers.is_empty(),
+        "the worker left the run"
+    );
+}
+
+/// `abort` stops the worker without saving; it leaves the run.
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_stops_the_worker_without_saving() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path(),
+        "training: {sync_every: 20, heartbeat_timeout_seconds: 4}\n",
+    );
+    let saved = dir.path().join("saved.safetensors");
+    let worker = diloco_tests::processes::WorkerProcess::start(
+        "w0",
+        &[
+            "--url",
+            &coordinator.url,
+            "--rounds",
+            "400",
+            "--save-params",
+            saved.to_str().unwrap(),
+        ],
+    );
+    wait_for_round(&coordinator.url, 1).await;
+    queue_command(&coordinator.url, "abort", "w0").await;
+    let lines = worker.finish(Duration::from_secs(180));
+    assert_eq!(
+        diloco_tests::processes::events(&lines, "aborted").len(),
+        1,
+        "{lines:?}"
+    );
+    assert!(diloco_tests::processes::events(&lines, "done").is_empty());
+    assert!(!saved.exists(), "abort saves nothing");
+    let http = diloco_tests::http_client();
+    assert!(get_status(&http, &coordinator.url).await.workers.is_empty());
 }

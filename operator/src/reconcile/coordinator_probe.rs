@@ -12,7 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use diloco_contract::api::{self, StatusReply};
+use diloco_contract::api::{self, ErrorBody, StatusReply};
 use diloco_crds::{ClientAuth, CoordinatorStatus, DiLoCoServer};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -29,6 +29,8 @@ use crate::reconcile::status::CoordinatorProbe;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest `/status` reply read; a real one is a few hundred bytes.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+/// The most of a refusal's message a condition repeats.
+const MAX_ERROR_CHARS: usize = 200;
 
 /// Polls the coordinator of `server` at the IP of a ready pod of `deployment_uid`.
 pub async fn probe(
@@ -115,9 +117,7 @@ async fn try_probe(
         None => {}
     }
     let mut response = request.send().await.map_err(|e| describe(&e))?;
-    if !response.status().is_success() {
-        return Err(format!("GET /status answered {}", response.status()));
-    }
+    let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
         if body.len() + chunk.len() > MAX_REPLY_BYTES {
@@ -127,9 +127,24 @@ async fn try_probe(
         }
         body.extend_from_slice(&chunk);
     }
+    if !status.is_success() {
+        return Err(refusal(status, &body));
+    }
     let reply: StatusReply = serde_json::from_slice(&body)
         .map_err(|e| format!("GET /status returned an unexpected body: {e}"))?;
     coordinator_status(&reply)
+}
+
+/// Why the coordinator refused: its status and the `error` of its [`ErrorBody`] (never a
+/// credential, by the contract), cut to [`MAX_ERROR_CHARS`] characters.
+fn refusal(status: reqwest::StatusCode, body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error, .. }) => {
+            let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+            format!("GET /status answered {status}: {error}")
+        }
+        Err(_) => format!("GET /status answered {status}"),
+    }
 }
 
 /// `status.coordinator` from the coordinator's `/status` (the CRD's fields are Kubernetes
@@ -217,4 +232,58 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal names the coordinator's own reason (bounded), or only the status when the
+    /// body is not the contract's error body.
+    #[test]
+    fn a_refusal_reports_the_coordinator_s_reason_bounded() {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: format!("missing or invalid bearer token{}", "!".repeat(500)),
+            kind: Some("auth".into()),
+            bulk_url: None,
+        })
+        .unwrap();
+        let message = refusal(reqwest::StatusCode::UNAUTHORIZED, &body);
+        assert!(
+            message.starts_with("GET /status answered 401 Unauthorized: missing or invalid bearer"),
+            "{message}"
+        );
+        assert!(message.len() < 260, "{message}");
+        assert_eq!(
+            refusal(reqwest::StatusCode::BAD_GATEWAY, b"<html>proxy</html>"),
+            "GET /status answered 502 Bad Gateway"
+        );
+    }
+
+    /// The CRD's integers take the reply's counts; a count they cannot hold is reported.
+    #[test]
+    fn the_status_reply_becomes_status_coordinator() {
+        let mut reply: StatusReply = serde_json::from_value(serde_json::json!({
+            "status": "running", "mode": "sync", "sync_round": 7, "num_workers": 2,
+            "num_registered": 2, "workers": {}, "pending_submissions": [], "waiting_for": [],
+            "receiving": [], "started_at": "2026-12-03T00:00:00Z", "uptime_seconds": 1.0,
+            "heartbeat_timeout": 120, "sync_timeout": 600, "min_workers": 1, "outer_lr": 0.7,
+            "outer_momentum": 0.9, "outer_optimizer": "SGD", "save_dir": null,
+            "last_checkpoint_round": null, "parameters_initialized": true, "model_params": 10,
+            "model_size_mb": 0.0, "last_outer_step_seconds": 0.25, "last_publish_seconds": null,
+            "device": "cpu", "aggregate_stats": {"total_tokens": 0.0, "total_steps": 0.0,
+            "tok_per_sec": 0.0, "train_loss": null, "eval_loss": null, "num_reporting": 0}
+        }))
+        .unwrap();
+        assert_eq!(
+            coordinator_status(&reply).unwrap(),
+            CoordinatorStatus {
+                round: 7,
+                workers: 2,
+                last_outer_step_seconds: Some(0.25),
+            }
+        );
+        reply.sync_round = u64::MAX;
+        assert!(coordinator_status(&reply).unwrap_err().contains("round"));
+    }
 }

@@ -42,18 +42,29 @@ from .errors import (
     redact,
 )
 from .messages import ParamsBlob, ServerSettings
+from .protocol import (
+    BULK_URL_HEADER,
+    DEREGISTER,
+    GLOBAL_PARAMS,
+    HEALTH,
+    HEARTBEAT,
+    INFO,
+    INIT_PARAMS,
+    REGISTER,
+    ROUND_HEADER,
+    STATUS,
+    SUBMIT_PSEUDOGRAD,
+    TENSOR_PATHS,
+)
 from .retry import RetryPolicy, is_transient
 from .transport import TensorResponse, TransferError, transfer
 from .wire import Frame
 
-#: Header carrying the round of the parameters in a tensor response.
-ROUND_HEADER = "x-diloco-round"
-#: Header in which the coordinator advertises its bulk plane.
-BULK_URL_HEADER = "x-forgather-bulk-url"
 #: Seconds allowed to open a connection (TLS handshake included).
 CONNECT_TIMEOUT = 10.0
-#: Paths whose request or response carries tensors: they go through :mod:`diloco.transport`.
-TENSOR_PATHS = frozenset({"/register", "/global_params", "/submit_pseudograd", "/init_params"})
+# ROUND_HEADER, BULK_URL_HEADER and TENSOR_PATHS (tensor transfers go through
+# :mod:`diloco.transport`) come from :mod:`diloco.protocol` and stay importable from here.
+__all__ = ["CoordinatorClient", "ROUND_HEADER", "BULK_URL_HEADER", "TENSOR_PATHS"]
 
 #: A response from httpx or, for tensor transfers, from :mod:`diloco.transport`.
 Response = Union[httpx.Response, TensorResponse]
@@ -149,15 +160,15 @@ class CoordinatorClient:
 
     def health(self) -> None:
         """``GET /health``."""
-        self._send("GET", "/health")
+        self._send("GET", HEALTH)
 
     def info(self) -> ServerSettings:
         """``GET /info``: the settings a worker must adopt."""
-        return ServerSettings.from_info(self._json(self._send("GET", "/info"), "/info"))
+        return ServerSettings.from_info(self._json(self._send("GET", INFO), INFO))
 
     def status(self) -> Dict[str, Any]:
         """``GET /status``."""
-        return self._json(self._send("GET", "/status"), "/status")
+        return self._json(self._send("GET", STATUS), STATUS)
 
     def register(
         self,
@@ -177,44 +188,47 @@ class CoordinatorClient:
             body["hostname"] = hostname
         if param_shapes is not None:
             body["param_shapes"] = {name: list(shape) for name, shape in param_shapes.items()}
-        response = self._send("POST", "/register", json_body=body)
+        response = self._send("POST", REGISTER, json_body=body)
         self._learn_bulk_url(response, clear_if_absent=True)
-        return self._params(response, "/register")
+        return self._params(response, REGISTER)
 
     def heartbeat(
         self,
         worker_id: str,
         steps_per_second: Optional[float] = None,
         stats: Optional[Mapping[str, float]] = None,
+        command_ack: Optional[int] = None,
     ) -> Dict[str, Any]:
-        """``POST /heartbeat``: the reply (round, worker counts, maybe a ``command``)."""
+        """``POST /heartbeat``: the reply (round, worker counts, maybe a ``command`` with its
+        ``command_id``). ``command_ack`` is the id of the newest command received (0: none):
+        the coordinator sends a command again until its id is acknowledged."""
         body: Dict[str, Any] = {"worker_id": worker_id}
         if steps_per_second is not None:
             body["steps_per_second"] = steps_per_second
         if stats:
             body["stats"] = dict(stats)
-        return self._json(self._send("POST", "/heartbeat", json_body=body), "/heartbeat")
+        if command_ack is not None:
+            body["command_ack"] = command_ack
+        return self._json(self._send("POST", HEARTBEAT, json_body=body), HEARTBEAT)
 
     def deregister(self, worker_id: str, timeout: Optional[float] = None) -> None:
         """``POST /deregister``."""
-        self._send("POST", "/deregister", json_body={"worker_id": worker_id}, timeout=timeout)
+        self._send("POST", DEREGISTER, json_body={"worker_id": worker_id}, timeout=timeout)
 
     def global_params(self) -> ParamsBlob:
         """``GET /global_params`` (bulk plane): the current parameters."""
-        return self._params(self._send_bulk("GET", "/global_params"), "/global_params")
+        return self._params(self._send_bulk("GET", GLOBAL_PARAMS), GLOBAL_PARAMS)
 
     def submit(self, frame: Frame) -> ParamsBlob:
         """``POST /submit_pseudograd`` (bulk plane): waits for the round to close and returns
         the next parameters. The frame's buffer is streamed as is, never copied whole."""
-        response = self._send_bulk(
-            "POST", "/submit_pseudograd", frame=frame, timeout=self.submit_timeout
-        )
-        return self._params(response, "/submit_pseudograd")
+        response = self._send_bulk("POST", SUBMIT_PSEUDOGRAD, frame=frame, timeout=self.submit_timeout)
+        return self._params(response, SUBMIT_PSEUDOGRAD)
 
     def init_params(self, frame: Frame) -> ParamsBlob:
         """``POST /init_params``: offers this worker's parameters as the initial ones."""
-        response = self._send("POST", "/init_params", frame=frame, timeout=self.submit_timeout)
-        return self._params(response, "/init_params")
+        response = self._send("POST", INIT_PARAMS, frame=frame, timeout=self.submit_timeout)
+        return self._params(response, INIT_PARAMS)
 
     def control(self, action: str, body: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """``POST /control/<action>``."""
@@ -363,7 +377,7 @@ class CoordinatorClient:
             retry_after = response.headers.get("retry-after")
             hint = f"; retry after {retry_after}s" if retry_after else ""
             return RateLimitedError(path, status, message + hint, kind)
-        if status == 409 and path == "/register":
+        if status == 409 and path == REGISTER:
             return WorkerIdConflictError(path, status, message, kind)
         return CoordinatorRefused(path, status, message, kind)
 

@@ -27,23 +27,24 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from .errors import ConfigurationError
 
+# Keys of the operator's worker credential Secret (see the module docstring) and the
+# environment variables read by :meth:`Credentials.from_env`, from :mod:`diloco.protocol`.
+from .protocol import (
+    CA_CERT_KEY,
+    CLIENT_CERT_KEY,
+    CLIENT_KEY_KEY,
+    ENDPOINTS_KEY,
+    ENV_CA_FILE,
+    ENV_CLIENT_CERT,
+    ENV_CLIENT_KEY,
+    ENV_CREDENTIALS_DIR,
+    ENV_TOKEN,
+    ENV_TOKEN_FILE,
+    ENV_URL,
+    TOKEN_KEY,
+)
+
 PathLike = Union[str, "os.PathLike[str]"]
-
-#: Keys of the operator's worker credential Secret (see the module docstring).
-TOKEN_KEY = "token"
-CA_CERT_KEY = "ca.crt"
-CLIENT_CERT_KEY = "tls.crt"
-CLIENT_KEY_KEY = "tls.key"
-ENDPOINTS_KEY = "endpoints.json"
-
-#: Environment variables read by :meth:`Credentials.from_env`.
-ENV_CREDENTIALS_DIR = "DILOCO_CREDENTIALS_DIR"
-ENV_URL = "DILOCO_URL"
-ENV_TOKEN_FILE = "DILOCO_TOKEN_FILE"
-ENV_TOKEN = "DILOCO_TOKEN"
-ENV_CA_FILE = "DILOCO_CA_FILE"
-ENV_CLIENT_CERT = "DILOCO_CLIENT_CERT"
-ENV_CLIENT_KEY = "DILOCO_CLIENT_KEY"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,10 @@ A worker that stops beating for ``heartbeat_timeout`` seconds is evicted and its
 without it. Each beat carries the inner steps per second since the last one and any statistics
 the training loop reported; the reply may relay a command (``save_checkpoint``,
 ``save_and_stop``, ``abort``) queued with ``/control/command``.
+
+A relayed command is never lost with a heartbeat reply: every beat acknowledges the id of the
+newest command received (``command_ack``), and the coordinator sends a command again until its
+id comes back. A command sent again before the acknowledgement arrived is queued once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Deque, Dict, Optional
 
 from .client import CoordinatorClient
 from .errors import CoordinatorRefused, DiLoCoError
+from .protocol import UNKNOWN_WORKER
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,8 @@ class Heartbeat:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._commands: Deque[str] = collections.deque()
+        # The id of the newest command received (0: none yet), acknowledged by every beat.
+        self._command_ack = 0
         self._stats: Dict[str, float] = {}
         self._thread = threading.Thread(
             target=self._run, name=f"diloco-heartbeat-{worker_id}", daemon=True
@@ -97,10 +104,11 @@ class Heartbeat:
             last_time, last_steps = now, steps
             with self._lock:
                 stats, self._stats = self._stats, {}
+                ack = self._command_ack
             try:
-                reply = self.client.heartbeat(self.worker_id, rate, stats or None)
+                reply = self.client.heartbeat(self.worker_id, rate, stats or None, ack)
             except CoordinatorRefused as error:
-                if error.kind == "unknown_worker":
+                if error.kind == UNKNOWN_WORKER:
                     self.forgotten.set()
                 logger.debug("heartbeat refused: %s", error)
                 continue
@@ -110,8 +118,19 @@ class Heartbeat:
             except Exception:  # never let the thread die silently on a bug
                 logger.exception("heartbeat failed unexpectedly")
                 continue
-            command = reply.get("command")
-            if isinstance(command, str):
-                logger.info("coordinator relayed command %s", command)
-                with self._lock:
-                    self._commands.append(command)
+            self.receive(reply)
+
+    def receive(self, reply: Dict[str, object]) -> bool:
+        """Takes in a heartbeat reply's command, if it has a new one; whether it did."""
+        command, command_id = reply.get("command"), reply.get("command_id")
+        if not isinstance(command, str):
+            return False
+        with self._lock:
+            if isinstance(command_id, int) and not isinstance(command_id, bool):
+                if command_id == self._command_ack:
+                    return False  # sent again: our acknowledgement had not arrived yet
+                self._command_ack = command_id
+            # A coordinator that does not number commands (forgather's) sends each one once.
+            self._commands.append(command)
+        logger.info("coordinator relayed command %s", command)
+        return True

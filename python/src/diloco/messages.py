@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from .errors import ProtocolError
+from .protocol import WIRE_FORMAT
 from .wire import WireDtype
 
 
@@ -30,7 +31,7 @@ class ServerSettings:
         try:
             expected = info["expected_client_settings"]
             wire_format = expected["wire_format"]
-            if wire_format != "safetensors":
+            if wire_format != WIRE_FORMAT:
                 raise ProtocolError(
                     f"the coordinator wants wire format {wire_format!r}; this SDK speaks "
                     "safetensors only (pickle is never loaded)"

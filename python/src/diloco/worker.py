@@ -35,6 +35,16 @@ from .errors import (
 )
 from .heartbeat import Heartbeat, StepCounter
 from .messages import ParamsBlob, ServerSettings
+from .protocol import (
+    ALREADY_INITIALIZED,
+    DUPLICATE_SUBMISSION,
+    ENV_WORKER_ID,
+    REGISTER,
+    SLICE_MISMATCH,
+    STALE_ROUND,
+    SUBMIT_PSEUDOGRAD,
+    UNKNOWN_WORKER,
+)
 from .retry import is_transient
 from .wire import Frame, TensorSpec, WireDtype, decode_params, encode_frame
 
@@ -69,7 +79,7 @@ class SyncReport:
 def default_worker_id() -> str:
     """``DILOCO_WORKER_ID``, else ``<hostname>-<pid>`` with characters the coordinator
     refuses replaced by ``-``."""
-    configured = os.environ.get("DILOCO_WORKER_ID", "").strip()
+    configured = os.environ.get(ENV_WORKER_ID, "").strip()
     if configured:
         return configured
     raw = f"{socket.gethostname()}-{os.getpid()}"
@@ -228,13 +238,13 @@ class DiLoCoWorker:
             try:
                 blob = self.client.submit(frame)
             except CoordinatorRefused as error:
-                if error.kind == "unknown_worker":
+                if error.kind == UNKNOWN_WORKER:
                     self._heartbeat.forgotten.set()
                     continue
-                if error.kind == "stale_round":
+                if error.kind == STALE_ROUND:
                     current = self._retry_until(deadline, self.client.global_params)
                     return self._adopt(current, len(frame), started)
-                if error.kind == "duplicate_submission":
+                if error.kind == DUPLICATE_SUBMISSION:
                     # An earlier attempt got in but its response was lost: wait for the round.
                     blob = self._await_round_after(self.round, deadline)
                     return self._finish(blob, True, len(frame), started)
@@ -301,13 +311,13 @@ class DiLoCoWorker:
                 self.client.init_params(initial)
                 logger.info("worker %s sent the initial parameters", self.worker_id)
             except CoordinatorRefused as error:
-                if error.kind != "already_initialized":
+                if error.kind != ALREADY_INITIALIZED:
                     raise
         # One buffer for every upload of this worker's life.
         self._frame = Frame(self.worker_id, self._specs, settings.upload_dtype)
         start = self._register(deadline)
         self._registered = True
-        self._load(start, "/register")
+        self._load(start, REGISTER)
         return settings
 
     def _register(self, deadline: float) -> ParamsBlob:
@@ -319,7 +329,7 @@ class DiLoCoWorker:
         try:
             return self._retry_until(deadline, register)
         except CoordinatorRefused as error:
-            if error.kind == "slice_mismatch":
+            if error.kind == SLICE_MISMATCH:
                 raise ModelMismatchError(
                     f"the coordinator's model does not match this one: {error.server_message}"
                 ) from None
@@ -364,7 +374,7 @@ class DiLoCoWorker:
     def _finish(
         self, blob: ParamsBlob, contributed: bool, upload_bytes: int, started: float
     ) -> SyncReport:
-        self._load(blob, "/submit_pseudograd")
+        self._load(blob, SUBMIT_PSEUDOGRAD)
         self._steps_since_sync = 0
         report = SyncReport(self.round, contributed, upload_bytes, time.monotonic() - started)
         self.last_report = report
