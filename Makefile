@@ -48,9 +48,10 @@ bench-operator: bootstrap ## operator at scale: 200 DiLoCoServers (target/bench/
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60; needs nightly)
 	scripts/fuzz
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt, clippy (warnings are errors) and no import circle between sibling modules
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 tests/module-cycles
 
 fmt: ## format the code
 	$(CARGO) fmt --all

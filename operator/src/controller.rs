@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 
 use diloco_crds::DiLoCoServer;
 
-use crate::context::Context;
 use crate::error::Error;
 use crate::names::MANAGED_BY;
+use crate::reconcile::context::Context;
 
 /// Bursts of child events (the controller-manager updating a new Deployment's status several
 /// times, a reconcile's own writes) are folded into one reconcile.

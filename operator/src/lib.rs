@@ -5,7 +5,6 @@
 //! [`reconcile::validate`] → [`reconcile::credentials`] / [`reconcile::pki`] →
 //! [`reconcile::build`] (pure) → [`reconcile::apply`] → [`reconcile::status`].
 
-pub mod context;
 pub mod controller;
 pub mod error;
 pub mod leader_election;
@@ -14,6 +13,5 @@ pub mod names;
 pub mod pki;
 pub mod reconcile;
 pub mod settings;
-pub mod status_refresh;
 
 pub use error::{Error, Result};

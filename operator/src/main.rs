@@ -11,10 +11,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use diloco_operator::context::Context;
 use diloco_operator::controller::WatchScope;
 use diloco_operator::leader_election::LeaderElection;
 use diloco_operator::metrics::{self, Metrics};
+use diloco_operator::reconcile::context::Context;
 use diloco_operator::settings::{
     DEFAULT_COORDINATOR_REPOSITORY, ImageAllowlist, Settings, parse_labels,
 };

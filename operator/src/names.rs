@@ -45,6 +45,8 @@ pub mod paths {
     pub const TMP_DIR: &str = "/tmp";
 }
 
+/// Common name of the operator's own client certificate.
+pub const OPERATOR_CLIENT_NAME: &str = "diloco-operator";
 /// Key of the coordinator config in its ConfigMap.
 pub const CONFIG_KEY: &str = "coordinator.yaml";
 /// Key of the client list in its ConfigMap.

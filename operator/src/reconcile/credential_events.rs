@@ -6,9 +6,9 @@ use kube::runtime::events::EventType;
 
 use diloco_crds::DiLoCoServer;
 
-use crate::context::Context;
 use crate::reconcile::build::{Credentials, TlsSource, TokenSource};
 use crate::reconcile::certificates::{CertificateAction, LeafRole};
+use crate::reconcile::context::Context;
 use crate::reconcile::token::TokenAction;
 
 pub async fn publish_credential_events(

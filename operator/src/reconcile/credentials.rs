@@ -13,7 +13,7 @@ use diloco_crds::{
 };
 
 use crate::error::Result;
-use crate::names::ChildNames;
+use crate::names::{ChildNames, OPERATOR_CLIENT_NAME};
 use crate::pki::{LeafSubject, LeafUsage};
 use crate::reconcile::build::{Credentials, TlsSource, TokenSource};
 use crate::reconcile::certificates::{self, CA_CERT_KEY, LeafRole, PkiInputs};
@@ -21,9 +21,6 @@ use crate::reconcile::load::Observed;
 use crate::reconcile::token::{self, TOKEN_KEY, random_token, secret_strings};
 use crate::reconcile::validate::ValidatedSpec;
 use crate::settings::Settings;
-
-/// Common name of the operator's own client certificate.
-pub const OPERATOR_CLIENT_NAME: &str = "diloco-operator";
 
 /// The token and certificates this reconcile settles on (minting what is missing or due).
 pub fn plan_credentials(

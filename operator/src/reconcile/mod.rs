@@ -6,13 +6,16 @@
 pub mod apply;
 pub mod build;
 pub mod certificates;
+pub mod context;
 pub mod coordinator_probe;
 pub mod credential_events;
 pub mod credentials;
+pub mod invalid;
 pub mod load;
 pub mod ownership;
 pub mod references;
 pub mod status;
+pub mod status_refresh;
 pub mod token;
 pub mod validate;
 
@@ -26,15 +29,15 @@ use kube::runtime::events::EventType;
 
 use diloco_crds::DiLoCoServer;
 
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::names::ChildNames;
 use crate::reconcile::build::BuildContext;
+use crate::reconcile::context::Context;
 use crate::reconcile::status::{CoordinatorProbe, Outcome};
 
 /// A healthy server is looked at again this often even if nothing changes (drift, a
 /// referenced Secret edited); its round in status is kept current by
-/// [`crate::status_refresh`] in between.
+/// [`status_refresh`] in between.
 const RESYNC: Duration = Duration::from_secs(300);
 /// While the coordinator is not available yet, status is refreshed this often.
 const NOT_READY_RESYNC: Duration = Duration::from_secs(15);
@@ -162,7 +165,7 @@ async fn run_pipeline(server: &DiLoCoServer, ctx: &Context) -> Result<Action> {
 async fn refuse(
     ctx: &Context,
     server: &DiLoCoServer,
-    invalid: validate::Invalid,
+    invalid: invalid::Invalid,
     now: Timestamp,
 ) -> Result<Action> {
     ctx.status_refresh.forget(server);

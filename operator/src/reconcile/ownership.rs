@@ -17,7 +17,7 @@ use diloco_crds::{DiLoCoServer, SERVER_LABEL};
 use crate::error::{Error, Result};
 use crate::names::MANAGED_BY;
 use crate::reconcile::build::DesiredObjects;
-use crate::reconcile::validate::Invalid;
+use crate::reconcile::invalid::Invalid;
 
 /// An object that has a child's name but is not this server's.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use diloco_crds::{DiLoCoServer, REFERABLE_LABEL};
 
 use crate::names::MANAGED_BY;
+use crate::reconcile::invalid::Invalid;
 use crate::reconcile::load::{Reference, ReferenceField};
-use crate::reconcile::validate::Invalid;
 use crate::settings::ImageAllowlist;
 
 /// Checks the image and every referenced object.

@@ -17,7 +17,7 @@ use crate::names::ChildNames;
 use crate::reconcile::apply::Applied;
 use crate::reconcile::build::{Credentials, TlsSource, TokenSource};
 use crate::reconcile::certificates::LeafRole;
-use crate::reconcile::validate::Invalid;
+use crate::reconcile::invalid::Invalid;
 use crate::settings::FIELD_MANAGER;
 
 pub const READY: &str = "Ready";

@@ -12,9 +12,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use diloco_crds::ClientAuth;
 
 use crate::error::{Error, Result};
-use crate::names::{CLIENTS_KEY, Component};
+use crate::names::{CLIENTS_KEY, Component, OPERATOR_CLIENT_NAME};
 use crate::reconcile::build::{BuildContext, Credentials, TlsSource};
-use crate::reconcile::credentials::OPERATOR_CLIENT_NAME;
 
 /// The clients whose certificates authenticate, or `None` when the coordinator accepts every
 /// certificate of its client CA (a dedicated `tls.clientCASecretRef` without names) or no

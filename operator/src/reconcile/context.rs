@@ -11,8 +11,8 @@ use kube::{Client, Resource, ResourceExt};
 use diloco_crds::DiLoCoServer;
 
 use crate::metrics::Metrics;
+use crate::reconcile::status_refresh::StatusRefresher;
 use crate::settings::{FIELD_MANAGER, Settings};
-use crate::status_refresh::StatusRefresher;
 
 /// Shared state of the controller.
 pub struct Context {
