@@ -9,7 +9,7 @@ CARGO ?= cargo
 VENV_DIR := $(shell bash -c 'source scripts/common.sh && printf %s "$$VENV_DIR"')
 PYTHON := $(VENV_DIR)/bin/python
 
-.PHONY: help bootstrap build test test-rust test-python test-demo lint fmt crds demo bundle bench bench-operator fuzz cluster-up cluster-down
+.PHONY: help bootstrap build test test-rust test-python test-demo lint fmt crds demo bundle bench bench-operator contract-drift fuzz cluster-up cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench: bootstrap ## coordinator ingest, memory and outer-step benchmark (target/
 
 bench-operator: bootstrap ## operator at scale: 200 DiLoCoServers (target/bench/operator-scale.json)
 	$(CARGO) bench -p diloco-tests --bench operator_scale
+
+contract-drift: ## rename a contract field in a copy: operator, coordinator, client and the Python test must all notice (~5 min)
+	tests/contract-drift
 
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60; needs nightly)
 	scripts/fuzz
