@@ -2,7 +2,7 @@
 //! or parsed, never a panic, and the worker-id rule holds for whatever parses.
 #![no_main]
 
-use diloco_client::wire::messages::{
+use diloco_contract::api::{
     HeartbeatRequest, RegisterRequest, WorkerRef, valid_worker_id,
 };
 use libfuzzer_sys::fuzz_target;

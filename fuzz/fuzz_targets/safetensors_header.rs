@@ -3,8 +3,8 @@
 //! panics.
 #![no_main]
 
-use diloco_client::wire::layout::ModelLayout;
-use diloco_client::wire::safetensors::{header_length, parse_header};
+use diloco_contract::wire::layout::ModelLayout;
+use diloco_contract::wire::safetensors::{header_length, parse_header};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

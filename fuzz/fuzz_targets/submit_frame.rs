@@ -2,7 +2,7 @@
 //! never a panic — and a parsed header re-encodes to a frame that parses the same.
 #![no_main]
 
-use diloco_client::wire::frame::{encode_frame, parse_frame_header};
+use diloco_contract::wire::frame::{encode_frame, parse_frame_header};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -203,6 +203,21 @@ impl LossyProxy {
     }
 }
 
+/// Short rounds, and a heartbeat every second.
+const COMMANDS_CONFIG: &str = "training: {sync_every: 20, heartbeat_timeout_seconds: 4}\n";
+/// More rounds than the test waits for: only a relayed command ends the worker early.
+const MANY_ROUNDS: usize = 400;
+
+/// The example worker `w0` at `url`, saving its parameters to `saved` when asked.
+fn commanded_worker(url: &str, saved: &std::path::Path) -> diloco_tests::processes::WorkerProcess {
+    let rounds = MANY_ROUNDS.to_string();
+    let saved = saved.to_str().unwrap();
+    diloco_tests::processes::WorkerProcess::start(
+        "w0",
+        &["--url", url, "--rounds", &rounds, "--save-params", saved],
+    )
+}
+
 async fn queue_command(url: &str, command: &str, worker_id: &str) {
     let http = diloco_tests::http_client();
     let response = http
@@ -230,23 +245,10 @@ async fn wait_for_round(url: &str, round: u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn save_and_stop_survives_a_lost_heartbeat_reply_and_the_worker_saves_and_leaves() {
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = CoordinatorProcess::start(
-        dir.path(),
-        "training: {sync_every: 20, heartbeat_timeout_seconds: 4}\n",
-    );
+    let coordinator = CoordinatorProcess::start(dir.path(), COMMANDS_CONFIG);
     let proxy = LossyProxy::start(coordinator.address()).await;
     let saved = dir.path().join("saved.safetensors");
-    let worker = diloco_tests::processes::WorkerProcess::start(
-        "w0",
-        &[
-            "--url",
-            &proxy.url,
-            "--rounds",
-            "400",
-            "--save-params",
-            saved.to_str().unwrap(),
-        ],
-    );
+    let worker = commanded_worker(&proxy.url, &saved);
     wait_for_round(&coordinator.url, 2).await;
     queue_command(&coordinator.url, "save_and_stop", "w0").await;
 
@@ -257,7 +259,7 @@ async fn save_and_stop_survives_a_lost_heartbeat_reply_and_the_worker_saves_and_
     assert_eq!(commands[0]["command"], "save_and_stop");
     let rounds = diloco_tests::processes::events(&lines, "round");
     assert!(
-        rounds.len() < 400,
+        rounds.len() < MANY_ROUNDS,
         "it stopped early: {} rounds",
         rounds.len()
     );
@@ -275,22 +277,9 @@ async fn save_and_stop_survives_a_lost_heartbeat_reply_and_the_worker_saves_and_
 #[tokio::test(flavor = "multi_thread")]
 async fn abort_stops_the_worker_without_saving() {
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = CoordinatorProcess::start(
-        dir.path(),
-        "training: {sync_every: 20, heartbeat_timeout_seconds: 4}\n",
-    );
+    let coordinator = CoordinatorProcess::start(dir.path(), COMMANDS_CONFIG);
     let saved = dir.path().join("saved.safetensors");
-    let worker = diloco_tests::processes::WorkerProcess::start(
-        "w0",
-        &[
-            "--url",
-            &coordinator.url,
-            "--rounds",
-            "400",
-            "--save-params",
-            saved.to_str().unwrap(),
-        ],
-    );
+    let worker = commanded_worker(&coordinator.url, &saved);
     wait_for_round(&coordinator.url, 1).await;
     queue_command(&coordinator.url, "abort", "w0").await;
     let lines = worker.finish(Duration::from_secs(180));
