@@ -113,6 +113,8 @@ async fn try_probe(
     };
     match token {
         Some(token) if use_token => request = request.bearer_auth(token),
+        // The operator's client certificate authenticates it; no bearer needed.
+        Some(_) if credentials.tls.enabled() => {}
         Some(_) => {
             return Err(
                 "not polled: TLS is off, and the operator never sends a bearer token in clear"
