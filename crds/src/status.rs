@@ -11,9 +11,10 @@ pub struct DiLoCoServerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// One word for the state: `Pending`, `Running`, `Failed` or `Paused`.
+    /// One word for the state: `Pending`, `Ready`, `Failed` (the spec cannot be reconciled;
+    /// see the `Ready` condition) or `Paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// `Ready`, `CredentialsReady`, `NetworkReady` and `CoordinatorAvailable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -33,6 +34,19 @@ pub struct DiLoCoServerStatus {
     /// Training progress polled from the coordinator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<CoordinatorStatus>,
+}
+
+/// The state of a server in one word.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reconciled; waiting for a load balancer or the coordinator.
+    Pending,
+    /// Every condition is true: the coordinator is serving.
+    Ready,
+    /// The spec cannot be reconciled (an invalid spec, a refused reference, a taken name).
+    Failed,
+    /// `spec.paused`: the children are left as they are.
+    Paused,
 }
 
 /// URLs of the two planes.

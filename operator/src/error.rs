@@ -20,11 +20,19 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
     /// Minting or reading a certificate or key failed.
-    #[error("failed to {0}")]
-    Pki(String),
+    #[error("failed to {action}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Pki {
+        action: String,
+        #[source]
+        source: Option<BoxedSource>,
+    },
     /// Serialising a child object failed.
-    #[error("failed to serialise {what}: {message}")]
-    Serialize { what: String, message: String },
+    #[error("failed to serialise {what}: {source}")]
+    Serialize {
+        what: String,
+        #[source]
+        source: BoxedSource,
+    },
 }
 
 impl Error {
@@ -34,8 +42,39 @@ impl Error {
             Self::Kube { .. } => "kube",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Refused(_) => "refused",
-            Self::Pki(_) => "pki",
+            Self::Pki { .. } => "pki",
             Self::Serialize { .. } => "serialize",
+        }
+    }
+
+    /// A PKI failure while doing `action`, caused by `source`.
+    pub fn pki<E>(action: impl Into<String>, source: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self::Pki {
+            action: action.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A PKI failure whose cause carries nothing worth showing (ring's `Unspecified`).
+    pub fn pki_without_source(action: impl Into<String>) -> Self {
+        Self::Pki {
+            action: action.into(),
+            source: None,
+        }
+    }
+
+    /// Serialising `what` failed with `source`.
+    pub fn serialize<E>(what: impl Into<String>) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let what = what.into();
+        move |source| Self::Serialize {
+            what,
+            source: Box::new(source),
         }
     }
 
@@ -45,6 +84,9 @@ impl Error {
         move |source| Self::Kube { action, source }
     }
 }
+
+/// The cause of an error from a library the operator uses.
+pub type BoxedSource = Box<dyn std::error::Error + Send + Sync>;
 
 /// The operator's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

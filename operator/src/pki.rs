@@ -158,17 +158,17 @@ fn set_validity(
 ) -> Result<()> {
     let to_time = |t: Timestamp| {
         time::OffsetDateTime::from_unix_timestamp(t.as_second())
-            .map_err(|e| Error::Pki(format!("represent {t} as a certificate date: {e}")))
+            .map_err(|e| Error::pki(format!("represent {t} as a certificate date"), e))
     };
     let not_after = now
         .checked_add(validity)
-        .map_err(|e| Error::Pki(format!("compute the end of validity: {e}")))?;
+        .map_err(|e| Error::pki("compute the end of validity", e))?;
     params.not_before = to_time(now - BACKDATE)?;
     params.not_after = to_time(not_after)?;
     // Random 128-bit serials, as RFC 5280 recommends for unpredictability.
     let mut serial = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
-        .map_err(|_| Error::Pki("draw a random serial number".into()))?;
+        .map_err(|_| Error::pki_without_source("draw a random serial number"))?;
     serial[0] &= 0x7f;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     Ok(())
@@ -177,18 +177,18 @@ fn set_validity(
 /// The end of a PEM certificate's validity.
 pub fn certificate_not_after(pem: &str) -> Result<Timestamp> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| Error::Pki(format!("parse a PEM certificate: {e}")))?;
+        .map_err(|e| Error::pki("parse a PEM certificate", e))?;
     let cert = pem
         .parse_x509()
-        .map_err(|e| Error::Pki(format!("parse an X.509 certificate: {e}")))?;
+        .map_err(|e| Error::pki("parse an X.509 certificate", e))?;
     Timestamp::from_second(cert.validity().not_after.timestamp())
-        .map_err(|e| Error::Pki(format!("read a certificate's end of validity: {e}")))
+        .map_err(|e| Error::pki("read a certificate's end of validity", e))
 }
 
 /// SHA-256 of the DER of the first certificate in `pem`, hex.
 pub fn certificate_fingerprint(pem: &str) -> Result<String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| Error::Pki(format!("parse a PEM certificate: {e}")))?;
+        .map_err(|e| Error::pki("parse a PEM certificate", e))?;
     Ok(hex(&Sha256::digest(&pem.contents)))
 }
 
@@ -198,7 +198,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn pki_error(action: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
-    move |e| Error::Pki(format!("{action}: {e}"))
+    move |e| Error::pki(action, e)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod operator_process;
 pub mod pki;
 pub mod pod_runner;
 pub mod processes;
+pub mod service_accounts;
 pub mod tokens;
 
 pub use binaries::workspace_binary;

@@ -5,16 +5,15 @@
 //! operator's `--allowed-image-prefix` rule; the same objects from cluster-admin are not the
 //! policy's business; and the API server type-checks every expression without a warning.
 
-use std::process::Command;
 use std::time::Duration;
 
 use diloco_tests::LocalCluster;
 use diloco_tests::kube_helpers::wait_until;
 use diloco_tests::local_cluster::repo_root;
+use diloco_tests::service_accounts::{client_from, kube_tool, service_account_kubeconfig};
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -30,54 +29,12 @@ const MIRROR: &str = "mirror.example/team/";
 /// Where every refusal message of the policies starts.
 const DENIED: &str = "the diloco-operator may";
 
-/// The helm binary of the project's cached tools.
-fn helm() -> Command {
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg("source scripts/common.sh && echo \"$KUBE_TOOLS_DIR/bin\"")
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let bin = String::from_utf8(output.stdout).unwrap();
-    let mut command = Command::new(std::path::Path::new(bin.trim()).join("helm"));
-    command.current_dir(repo_root());
-    command
-}
-
 /// A client authenticated with a fresh token of `namespace/service_account`, and nothing else.
 async fn service_account_client(admin: &Client, namespace: &str, service_account: &str) -> Client {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(service_account, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let kubeconfig: Value = serde_norway::from_str(
-        &std::fs::read_to_string(LocalCluster::shared().kubeconfig()).unwrap(),
-    )
-    .unwrap();
-    let kubeconfig = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": kubeconfig["clusters"][0]["cluster"]}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator"}}],
-        "current-context": "local",
-    });
-    let config = kube::Config::from_custom_kubeconfig(
-        serde_json::from_value(kubeconfig).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig =
+        service_account_kubeconfig(admin, namespace, service_account, dir.path()).await;
+    client_from(&kubeconfig).await
 }
 
 /// The coordinator Deployment exactly as the operator's build step makes it (its golden
@@ -365,7 +322,7 @@ async fn the_operators_identity_may_create_only_restricted_labelled_children() {
     let cluster = LocalCluster::shared();
     let admin = cluster.client().await.unwrap();
     let namespace = cluster.namespace(&admin, "vap").await.unwrap();
-    let output = helm()
+    let output = kube_tool("helm")
         .args([
             "install",
             RELEASE,
@@ -522,7 +479,7 @@ async fn image_prefixes_follow_the_operators_allowlist_rule() {
     let cluster = LocalCluster::shared();
     let admin = cluster.client().await.unwrap();
     let namespace = cluster.namespace(&admin, "vap-images").await.unwrap();
-    let output = helm()
+    let output = kube_tool("helm")
         .args([
             "install",
             RELEASE,

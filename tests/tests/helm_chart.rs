@@ -7,25 +7,14 @@
 //! `operator_rbac.rs` and `admission_policy.rs`.)
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use diloco_tests::local_cluster::repo_root;
+use diloco_tests::service_accounts::kube_tool;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
 fn helm(args: &[&str]) -> std::process::Output {
-    let tools = Command::new("bash")
-        .arg("-c")
-        .arg("source scripts/common.sh && echo \"$KUBE_TOOLS_DIR/bin\"")
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let bin = String::from_utf8(tools.stdout).unwrap();
-    Command::new(std::path::Path::new(bin.trim()).join("helm"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap()
+    kube_tool("helm").args(args).output().unwrap()
 }
 
 /// Every object `helm template` renders with `sets` into namespace `ops`.

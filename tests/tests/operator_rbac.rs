@@ -9,17 +9,16 @@
 //! PodSecurity (there is no kubelet to run the operator image, so the operator binary runs
 //! beside the cluster with that ServiceAccount's credentials).
 
-use std::process::Command;
 use std::time::Duration;
 
 use diloco_tests::LocalCluster;
 use diloco_tests::kube_helpers::{apply_server, condition, install_crd, wait_until};
 use diloco_tests::local_cluster::repo_root;
 use diloco_tests::operator_process::OperatorProcess;
+use diloco_tests::service_accounts::{client_from, kube_tool, service_account_kubeconfig};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
@@ -32,21 +31,10 @@ const FULLNAME: &str = "diloco-diloco-operator";
 /// An image the chart's default `allowedImages` admits.
 const IMAGE: &str = "ghcr.io/diloco-dev/diloco-coordinator:test";
 
-/// The directory holding the cached kubectl and helm (`scripts/common.sh` knows where).
-fn kube_tools() -> std::path::PathBuf {
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg("source scripts/common.sh && echo \"$KUBE_TOOLS_DIR/bin\"")
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().into()
-}
-
 /// `helm install` of the chart into `namespace` with `sets` (the CRD is installed by the
 /// tests already).
 fn helm_install(kubeconfig: &std::path::Path, namespace: &str, sets: &[&str]) {
-    let mut command = Command::new(kube_tools().join("helm"));
+    let mut command = kube_tool("helm");
     command
         .args(["install", RELEASE, "charts/diloco-operator"])
         .args(["--namespace", namespace])
@@ -69,55 +57,6 @@ fn helm_install(kubeconfig: &std::path::Path, namespace: &str, sets: &[&str]) {
         notes.contains("kubectl apply"),
         "NOTES.txt tells what to apply next: {notes}"
     );
-}
-
-/// A kubeconfig that authenticates as `namespace/service_account` with a fresh token.
-async fn service_account_kubeconfig(
-    client: &kube::Client,
-    namespace: &str,
-    service_account: &str,
-    dir: &std::path::Path,
-) -> std::path::PathBuf {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create_token_request(service_account, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let admin: serde_json::Value = serde_norway::from_str(
-        &std::fs::read_to_string(LocalCluster::shared().kubeconfig()).unwrap(),
-    )
-    .unwrap();
-    let cluster = &admin["clusters"][0]["cluster"];
-    let kubeconfig = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator", "namespace": namespace}}],
-        "current-context": "local",
-    });
-    let path = dir.join("operator.kubeconfig");
-    std::fs::write(&path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
-    path
-}
-
-/// A client that uses `kubeconfig`.
-async fn client_from(kubeconfig: &std::path::Path) -> kube::Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    kube::Client::try_from(config).unwrap()
 }
 
 /// Waits until the chart's admission policy is in force for `operator` in `namespace` (the

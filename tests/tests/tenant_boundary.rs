@@ -120,8 +120,9 @@ async fn refusal(client: &Client, namespace: &str, name: &str) -> (String, Strin
         || async {
             let server = api.get(name).await.ok()?;
             let ready = condition(&server, "Ready")?;
-            (ready.status == "False" && server.status.as_ref()?.phase.as_deref() == Some("Failed"))
-                .then(|| (ready.reason.clone(), ready.message.clone()))
+            (ready.status == "False"
+                && server.status.as_ref()?.phase == Some(diloco_crds::Phase::Failed))
+            .then(|| (ready.reason.clone(), ready.message.clone()))
         },
     )
     .await

@@ -40,14 +40,24 @@ pub async fn apply(
     desired: &DesiredObjects,
     prune_leftovers: bool,
 ) -> Result<Applied> {
+    // Every kind named, no `..`: a new kind of child that is never applied does not compile.
+    let DesiredObjects {
+        secrets,
+        config_maps,
+        service_accounts,
+        claims,
+        services,
+        network_policies,
+        deployments,
+    } = desired;
     // Order matters only for a first start: what the pod mounts exists before the pod.
-    apply_all(client, namespace, &desired.secrets).await?;
-    apply_all(client, namespace, &desired.config_maps).await?;
-    apply_all(client, namespace, &desired.service_accounts).await?;
-    apply_all(client, namespace, &desired.claims).await?;
-    let services = apply_all(client, namespace, &desired.services).await?;
-    apply_all(client, namespace, &desired.network_policies).await?;
-    let deployment = apply_all(client, namespace, &desired.deployments)
+    apply_all(client, namespace, secrets).await?;
+    apply_all(client, namespace, config_maps).await?;
+    apply_all(client, namespace, service_accounts).await?;
+    apply_all(client, namespace, claims).await?;
+    let applied_services = apply_all(client, namespace, services).await?;
+    apply_all(client, namespace, network_policies).await?;
+    let deployment = apply_all(client, namespace, deployments)
         .await?
         .into_iter()
         .next();
@@ -59,16 +69,17 @@ pub async fn apply(
             selector,
             uid,
         };
-        deleted.extend(prune(client, &scope, &desired.network_policies).await?);
-        deleted.extend(prune(client, &scope, &desired.services).await?);
-        deleted.extend(prune(client, &scope, &desired.deployments).await?);
-        deleted.extend(prune(client, &scope, &desired.service_accounts).await?);
-        deleted.extend(prune(client, &scope, &desired.config_maps).await?);
-        deleted.extend(prune(client, &scope, &desired.secrets).await?);
+        // Claims are left out on purpose: they hold the audit log.
+        deleted.extend(prune(client, &scope, network_policies).await?);
+        deleted.extend(prune(client, &scope, services).await?);
+        deleted.extend(prune(client, &scope, deployments).await?);
+        deleted.extend(prune(client, &scope, service_accounts).await?);
+        deleted.extend(prune(client, &scope, config_maps).await?);
+        deleted.extend(prune(client, &scope, secrets).await?);
     }
     Ok(Applied {
         deployment,
-        services,
+        services: applied_services,
         deleted,
     })
 }

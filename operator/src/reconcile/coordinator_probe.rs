@@ -85,8 +85,7 @@ async fn try_probe(
     } else {
         "http"
     };
-    // A bearer token goes only over TLS; the operator never leaks one to whatever answers.
-    let mut use_token = credentials.tls.enabled();
+    let mut use_certificate = false;
     if let Some(bundle) = credentials.tls.trust_bundle() {
         for certificate in reqwest::Certificate::from_pem_bundle(bundle.as_bytes())
             .map_err(|e| format!("the CA bundle does not parse: {e}"))?
@@ -102,7 +101,7 @@ async fn try_probe(
         let identity = reqwest::Identity::from_pem(pem.as_bytes())
             .map_err(|_| "the operator's client certificate does not load".to_string())?;
         builder = builder.identity(identity);
-        use_token = false;
+        use_certificate = true;
     }
     let http = builder.build().map_err(|e| e.to_string())?;
     let mut request = http.get(format!("{scheme}://{host}:{port}/status"));
@@ -112,9 +111,9 @@ async fn try_probe(
         TokenSource::Disabled => None,
     };
     match token {
-        Some(token) if use_token => request = request.bearer_auth(token),
-        // The operator's client certificate authenticates it; no bearer needed.
-        Some(_) if credentials.tls.enabled() => {}
+        _ if use_certificate => {}
+        // A bearer token goes only over TLS; the operator never leaks one to whatever answers.
+        Some(token) if credentials.tls.enabled() => request = request.bearer_auth(token),
         Some(_) => {
             return Err(
                 "not polled: TLS is off, and the operator never sends a bearer token in clear"

@@ -1,4 +1,4 @@
-//! Load: what exists for a server — its own credential Secrets, Services and Deployment
+//! Load: what exists for a server — its own credential Secrets and Services
 //! (only those it controls: an object of the same name owned by someone else is recorded as a
 //! conflict and never read further), and the metadata of every object its spec refers to.
 //! The data of a referenced Secret is fetched only after [`super::references`] accepted the
@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
@@ -33,7 +32,6 @@ pub struct Observed {
     pub client_ca_secret_ref: Option<Secret>,
     pub control_service: Option<Service>,
     pub bulk_service: Option<Service>,
-    pub deployment: Option<Deployment>,
     /// Children by `Kind/name` that exist and were found to be this server's.
     pub verified_children: Vec<String>,
     /// Objects with a child's name that belong to someone else.
@@ -60,10 +58,6 @@ impl std::fmt::Debug for Observed {
             .field(
                 "bulk_service",
                 &self.bulk_service.as_ref().map(ResourceExt::name_any),
-            )
-            .field(
-                "deployment",
-                &self.deployment.as_ref().map(ResourceExt::name_any),
             )
             .field("verified_children", &self.verified_children)
             .field("conflicts", &self.conflicts)
@@ -204,11 +198,6 @@ pub async fn load(client: &Client, server: &DiLoCoServer) -> Result<Observed> {
         .await
         .map_err(Error::kube("read the bulk Service"))?;
     observed.bulk_service = observed.keep_if_ours(bulk_service, &uid);
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
-        .get_opt(&names.deployment())
-        .await
-        .map_err(Error::kube("read the coordinator Deployment"))?;
-    observed.deployment = observed.keep_if_ours(deployment, &uid);
     Ok(observed)
 }
 

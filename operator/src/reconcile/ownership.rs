@@ -17,6 +17,7 @@ use diloco_crds::{DiLoCoServer, SERVER_LABEL};
 use crate::error::{Error, Result};
 use crate::names::MANAGED_BY;
 use crate::reconcile::build::DesiredObjects;
+use crate::reconcile::validate::Invalid;
 
 /// An object that has a child's name but is not this server's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +127,26 @@ where
         }
     }
     Ok(conflicts)
+}
+
+/// `NameConflict` when some child's name is taken by an object that is not this server's.
+pub fn refuse_taken_names(conflicts: &[Conflict]) -> Result<(), Invalid> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let list = conflicts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(Invalid::other(
+        "NameConflict",
+        format!(
+            "children of this server would take names that already belong to someone else: \
+             {list}; the operator neither reads nor overwrites them. Rename this DiLoCoServer \
+             (or its tls.clients entry) so its children `<name>-<role>` are free"
+        ),
+    ))
 }
 
 #[cfg(test)]

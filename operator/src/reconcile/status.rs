@@ -9,7 +9,7 @@ use serde_json::json;
 
 use diloco_crds::{
     CertificatesStatus, ClientSecret, CoordinatorStatus, DiLoCoServer, DiLoCoServerStatus,
-    Endpoints, SecretNames, TokenRotationStatus,
+    Endpoints, Phase, SecretNames, TokenRotationStatus,
 };
 
 use crate::error::{Error, Result};
@@ -240,7 +240,7 @@ pub fn reconciled_status(
     let ready = conditions.all_true();
     DiLoCoServerStatus {
         observed_generation: server.metadata.generation,
-        phase: Some(if ready { "Ready" } else { "Pending" }.to_string()),
+        phase: Some(if ready { Phase::Ready } else { Phase::Pending }),
         conditions: conditions.list,
         endpoints: Some(Endpoints {
             control: Some(outcome.endpoints.control.clone()),
@@ -281,7 +281,7 @@ pub fn invalid_status(
     conditions.set(READY, false, invalid.reason, invalid.message.clone());
     DiLoCoServerStatus {
         observed_generation: server.metadata.generation,
-        phase: Some("Failed".into()),
+        phase: Some(Phase::Failed),
         conditions: conditions.list,
         ..previous
     }
@@ -305,7 +305,7 @@ pub fn paused_status(server: &DiLoCoServer, now: Timestamp) -> DiLoCoServerStatu
     );
     DiLoCoServerStatus {
         observed_generation: server.metadata.generation,
-        phase: Some("Paused".into()),
+        phase: Some(Phase::Paused),
         conditions: conditions.list,
         ..previous
     }

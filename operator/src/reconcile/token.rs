@@ -73,7 +73,7 @@ impl TokenPlan {
 pub fn random_token() -> Result<String> {
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| Error::Pki("draw random bytes for a token".into()))?;
+        .map_err(|_| Error::pki_without_source("draw random bytes for a token"))?;
     Ok(hex(&bytes))
 }
 

@@ -13,8 +13,8 @@ use diloco_crds::ClientAuth;
 
 use crate::error::{Error, Result};
 use crate::names::{CLIENTS_KEY, Component};
-use crate::reconcile::OPERATOR_CLIENT_NAME;
 use crate::reconcile::build::{BuildContext, Credentials, TlsSource};
+use crate::reconcile::credentials::OPERATOR_CLIENT_NAME;
 
 /// What a client certificate may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,11 +81,8 @@ pub fn build_clients_config_map(
         .iter()
         .map(|(name, role)| json!({"name": name, "role": role.as_str()}))
         .collect();
-    let text =
-        serde_json::to_string_pretty(&json!({"clients": list})).map_err(|e| Error::Serialize {
-            what: CLIENTS_KEY.into(),
-            message: e.to_string(),
-        })?;
+    let text = serde_json::to_string_pretty(&json!({"clients": list}))
+        .map_err(Error::serialize(CLIENTS_KEY))?;
     Ok(Some(ConfigMap {
         metadata: ctx.metadata(ctx.names.clients_config_map(), Component::Clients),
         data: Some(BTreeMap::from([(CLIENTS_KEY.to_string(), text + "\n")])),

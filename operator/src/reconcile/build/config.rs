@@ -98,10 +98,8 @@ pub fn coordinator_config(ctx: &BuildContext<'_>, credentials: &Credentials) -> 
             "insecure": !(tls && spec.bulk.tls),
         });
     }
-    let yaml = serde_norway::to_string(&config).map_err(|e| Error::Serialize {
-        what: "the coordinator configuration".into(),
-        message: e.to_string(),
-    })?;
+    let yaml = serde_norway::to_string(&config)
+        .map_err(Error::serialize("the coordinator configuration"))?;
     Ok(ConfigMap {
         metadata: ctx.metadata(ctx.names.config_map(), Component::Config),
         data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),

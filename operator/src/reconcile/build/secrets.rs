@@ -159,10 +159,7 @@ fn worker_bundle(
         "control": endpoints.control,
         "bulk": endpoints.bulk,
     }))
-    .map_err(|e| Error::Serialize {
-        what: ENDPOINTS_KEY.into(),
-        message: e.to_string(),
-    })?;
+    .map_err(Error::serialize(ENDPOINTS_KEY))?;
     data.insert(ENDPOINTS_KEY.to_string(), json + "\n");
     Ok(data)
 }
