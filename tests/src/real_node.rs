@@ -167,6 +167,15 @@ impl RealNode {
         Ok(node)
     }
 
+    /// Waits for this test's turn on the node and holds it until the guard drops. The tests
+    /// of a binary run on threads of their own; on a two-core machine, several operators,
+    /// coordinators and worker pods starting at once would only make each other miss their
+    /// timeouts, so the node serves one test at a time.
+    pub async fn one_test_at_a_time(&self) -> tokio::sync::MutexGuard<'static, ()> {
+        static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        TURN.lock().await
+    }
+
     /// The cluster's directory (`DIR` of `local-cluster up --dir DIR`).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -47,6 +47,7 @@ async fn request_with_a_wrong_token(ca: &[u8], host: &str, address: std::net::Ip
 async fn the_coordinator_pod_is_admitted_as_restricted_gets_ready_by_its_probes_and_its_audit_log_outlives_the_pod()
  {
     let node = RealNode::shared();
+    let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node
         .namespace(

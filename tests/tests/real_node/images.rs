@@ -54,6 +54,7 @@ async fn start_coordinator_image(
 #[tokio::test]
 async fn the_coordinator_image_runs_as_65532_on_a_read_only_root_and_finds_libtorch() {
     let node = RealNode::shared();
+    let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node
         .namespace(
@@ -169,6 +170,7 @@ fn named<'a>(files: &'a BTreeSet<String>, name: &str) -> Vec<&'a String> {
 #[tokio::test]
 async fn the_operator_image_has_no_libtorch_and_the_cpu_variant_leaves_out_only_cuda() {
     let node = RealNode::shared();
+    let _turn = node.one_test_at_a_time().await;
     let operator = archive_files(&node.image("operator").archive);
     assert!(
         operator.contains("usr/local/bin/diloco-operator"),

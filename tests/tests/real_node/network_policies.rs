@@ -26,6 +26,7 @@ const POLICY_SYNC: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn only_the_servers_workers_and_named_peers_connect_and_the_coordinator_reaches_only_dns() {
     let node = RealNode::shared();
+    let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node.namespace(&client, "node-policies", &[]).await.unwrap();
     let other = node

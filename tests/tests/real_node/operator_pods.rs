@@ -55,6 +55,7 @@ async fn secret_versions(client: &Client, namespace: &str) -> BTreeMap<String, S
 #[tokio::test]
 async fn killing_the_leading_operator_pod_hands_over_to_the_other_replica_and_no_secret_changes() {
     let node = RealNode::shared();
+    let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node.namespace(&client, "node-leader", &[]).await.unwrap();
     // `helm install --wait` returns once both replicas are Ready: the standby too.

@@ -105,6 +105,7 @@ async fn train_in_a_pod(
 #[tokio::test]
 async fn a_worker_pod_trains_from_the_bundle_and_a_rotation_reaches_the_running_coordinator() {
     let node = RealNode::shared();
+    let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node
         .namespace(
@@ -173,7 +174,7 @@ async fn a_worker_pod_trains_from_the_bundle_and_a_rotation_reaches_the_running_
         },
     )
     .await;
-    // The kubelet refreshes mounted Secrets on its sync period (about a minute here).
+    // The kubelet refreshes mounted Secrets on its sync period (10 s on this node).
     wait_until(
         Duration::from_secs(120),
         "the new token accepted",
