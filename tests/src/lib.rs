@@ -9,7 +9,6 @@ pub mod local_cluster;
 pub mod node_pods;
 pub mod operator_process;
 pub mod pki;
-pub mod pod_runner;
 pub mod processes;
 pub mod real_node;
 pub mod service_accounts;
