@@ -30,6 +30,8 @@ pub const NODE_DIR_ENV: &str = "DILOCO_TEST_NODE_DIR";
 /// worker (`scripts/images`: the same Dockerfile targets without the CUDA libraries, which
 /// keeps the import into each fresh node to seconds).
 pub const IMAGES: [&str; 3] = ["operator", "coordinator-cpu", "worker-cpu"];
+/// How long one `kubectl exec` in a test pod may take.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Label that makes the API server enforce a PodSecurity level in a namespace.
 pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 
@@ -303,8 +305,11 @@ impl RealNode {
         container: &str,
         script: &str,
     ) -> (bool, String) {
+        // `timeout`: an exec whose stream the apiserver or kubelet never closes must fail the
+        // test, not hang it (kubectl's --request-timeout does not cover a streaming exec).
         let result = self
-            .kubectl()
+            .tool("timeout")
+            .args([&EXEC_TIMEOUT.as_secs().to_string(), "kubectl"])
             .args(["exec", "-n", namespace, pod, "-c", container, "--"])
             .args(["/bin/busybox", "sh", "-c", script])
             .output()
