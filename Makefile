@@ -14,7 +14,7 @@ PYTHON := $(VENV_DIR)/bin/python
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-bootstrap: ## install the venv (torch), kubectl/helm and the control-plane binaries
+bootstrap: ## install the venv (torch), kubectl/helm, the control-plane and the real node's binaries and images
 	scripts/bootstrap all
 
 build: bootstrap ## build every crate

@@ -25,7 +25,7 @@ KUBE_ROUTER_DIR=$CACHE_ROOT/kube-router-$KUBE_ROUTER_VERSION
 LOCAL_PATH_PROVISIONER_DIR=$CACHE_ROOT/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION
 # Debian packages the node and the image builds need (installed by scripts/bootstrap node).
 NODE_PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack
-    buildah umoci skopeo debootstrap busybox-static gcc libc6-dev)
+    buildah umoci skopeo debootstrap busybox-static gcc libc6-dev patchelf)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() {

@@ -209,6 +209,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 shutdownGracePeriod: 0s
+# A mounted Secret follows its object on the pod's next sync: 10 s instead of the default
+# minute, so a rotated token reaches worker pods well inside a short rotationGracePeriod.
+syncFrequency: 10s
 EOF
     cat >"$NODE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1

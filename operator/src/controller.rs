@@ -82,19 +82,11 @@ impl std::fmt::Display for WatchScope {
     }
 }
 
-/// Runs the controller until SIGTERM/SIGINT, over the namespaces of `scope`.
-///
-/// A list of namespaces gets one [`Controller`] per namespace, all sharing `ctx` (settings,
-/// backoff, the status refresher), rather than one controller over merged per-namespace
-/// watch streams: a controller's cache is one reflector store, and a store fed by several
-/// watchers is wiped by each watcher's re-list (a re-list replaces the whole store), so
-/// servers of the other namespaces would vanish from it until their next event. Objects of
-/// different namespaces never share a reconcile queue entry, so separate queues lose nothing.
-pub async fn run(ctx: Arc<Context>, scope: WatchScope) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
-    // Fail early with a clear message when the CRD is not installed or RBAC forbids it.
+/// Fails with a clear message when the CRD is not installed or RBAC forbids listing
+/// DiLoCoServers in a namespace of `scope`: what `/readyz` stands for, leader or standby.
+pub async fn check_access(client: &Client, scope: &WatchScope) -> anyhow::Result<()> {
     for namespace in scope.watches() {
-        let servers: Api<DiLoCoServer> = scoped(&client, namespace);
+        let servers: Api<DiLoCoServer> = scoped(client, namespace);
         servers
             .list(&ListParams::default().limit(1))
             .await
@@ -107,6 +99,20 @@ pub async fn run(ctx: Arc<Context>, scope: WatchScope) -> anyhow::Result<()> {
                 )
             })?;
     }
+    Ok(())
+}
+
+/// Runs the controller until SIGTERM/SIGINT, over the namespaces of `scope`.
+///
+/// A list of namespaces gets one [`Controller`] per namespace, all sharing `ctx` (settings,
+/// backoff, the status refresher), rather than one controller over merged per-namespace
+/// watch streams: a controller's cache is one reflector store, and a store fed by several
+/// watchers is wiped by each watcher's re-list (a re-list replaces the whole store), so
+/// servers of the other namespaces would vanish from it until their next event. Objects of
+/// different namespaces never share a reconcile queue entry, so separate queues lose nothing.
+pub async fn run(ctx: Arc<Context>, scope: WatchScope) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    check_access(&client, &scope).await?;
     ctx.metrics.set_ready();
     tracing::info!(namespaces = %scope, "controller started");
     let refresher = ctx.clone();

@@ -143,10 +143,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
 
     let scope = WatchScope::from_namespaces(&args.watch_namespaces);
-    let controller = diloco_operator::controller::run(ctx, scope);
     if args.no_leader_election {
-        return controller.await;
+        return diloco_operator::controller::run(ctx, scope).await;
     }
+    // A standby is Ready once it could do the job (CRD installed, RBAC in place), not only
+    // once it leads: a rolling update waits for the new pod to be Ready before it stops the
+    // old one, and the old one holds the lease until it stops.
+    diloco_operator::controller::check_access(&client, &scope).await?;
+    ctx.metrics.set_ready();
+    let controller = diloco_operator::controller::run(ctx, scope);
     let election = LeaderElection::new(
         client,
         &args.operator_namespace,

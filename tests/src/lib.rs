@@ -6,10 +6,11 @@ pub mod binaries;
 pub mod frames;
 pub mod kube_helpers;
 pub mod local_cluster;
+pub mod node_pods;
 pub mod operator_process;
 pub mod pki;
-pub mod pod_runner;
 pub mod processes;
+pub mod real_node;
 pub mod service_accounts;
 pub mod tokens;
 
