@@ -46,7 +46,7 @@ bench-operator: bootstrap ## operator at scale: 200 DiLoCoServers (target/bench/
 	$(CARGO) bench -p diloco-tests --bench operator_scale
 
 contract-drift: ## rename a contract field in a copy: operator, coordinator, client and the Python test must all notice (~5 min)
-	tests/contract-drift
+	scripts/contract-drift
 
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60; needs nightly)
 	scripts/fuzz
@@ -54,7 +54,7 @@ fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60; needs nightly)
 lint: ## rustfmt, clippy (warnings are errors) and no import circle between sibling modules
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	python3 tests/module-cycles
+	python3 scripts/module-cycles
 
 fmt: ## format the code
 	$(CARGO) fmt --all

@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
-use crate::local_cluster::repo_root;
+use crate::local_cluster::{self, repo_root};
 
 /// Set to the directory of a running `local-cluster up --node` cluster to reuse it.
 pub const NODE_DIR_ENV: &str = "DILOCO_TEST_NODE_DIR";
@@ -70,19 +69,8 @@ impl RealNode {
         let dir = match std::env::var_os(NODE_DIR_ENV) {
             Some(dir) => PathBuf::from(dir),
             None => {
-                let dir =
-                    std::env::temp_dir().join(format!("diloco-test-node-{}", std::process::id()));
                 let started = Instant::now();
-                let status = Command::new(&script)
-                    .args(["up", "--node", "--dir"])
-                    .arg(&dir)
-                    .arg("--watch-pid")
-                    .arg(std::process::id().to_string())
-                    .status()
-                    .context("failed to run scripts/local-cluster")?;
-                if !status.success() {
-                    bail!("scripts/local-cluster up --node failed ({status}); its output is above");
-                }
+                let dir = local_cluster::up("diloco-test-node", &["--node"])?;
                 eprintln!("real node up in {:.0?}", started.elapsed());
                 dir
             }
@@ -202,10 +190,7 @@ impl RealNode {
 
     /// A cluster-admin client. Make one per test: a client belongs to the runtime it was made on.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config =
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        local_cluster::client_from_kubeconfig(&self.kubeconfig).await
     }
 
     /// Creates a namespace of the test's own, named after `prefix`, with `labels`. It is
@@ -217,12 +202,7 @@ impl RealNode {
         prefix: &str,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<TestNamespace> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = local_cluster::unique_name(prefix);
         let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
         let namespace: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": labels}
@@ -235,6 +215,17 @@ impl RealNode {
             name,
             kubectl: self.kubectl(),
         })
+    }
+
+    /// A namespace of the test's own (as [`RealNode::namespace`]) whose pods the API server
+    /// admits only when they meet PodSecurity `restricted`: where the operator's pods must run.
+    pub async fn restricted_namespace(
+        &self,
+        client: &Client,
+        prefix: &str,
+    ) -> anyhow::Result<TestNamespace> {
+        self.namespace(client, prefix, &[(POD_SECURITY_ENFORCE, "restricted")])
+            .await
     }
 
     /// `kubectl` with the cluster-admin kubeconfig.

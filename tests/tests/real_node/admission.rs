@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use diloco_tests::kube_helpers::wait_until;
 use diloco_tests::node_pods::{find_ready_pod, ready_pod};
-use diloco_tests::real_node::{POD_SECURITY_ENFORCE, RealNode};
+use diloco_tests::real_node::RealNode;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -50,11 +50,7 @@ async fn the_coordinator_pod_is_admitted_as_restricted_gets_ready_by_its_probes_
     let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node
-        .namespace(
-            &client,
-            "node-admission",
-            &[(POD_SECURITY_ENFORCE, "restricted")],
-        )
+        .restricted_namespace(&client, "node-admission")
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);

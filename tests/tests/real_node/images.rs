@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use diloco_tests::node_pods::{add_probe_container, logs, wait_finished, wait_ready};
-use diloco_tests::real_node::{POD_SECURITY_ENFORCE, RealNode};
+use diloco_tests::real_node::RealNode;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -57,11 +57,7 @@ async fn the_coordinator_image_runs_as_65532_on_a_read_only_root_and_finds_libto
     let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node
-        .namespace(
-            &client,
-            "node-images",
-            &[(POD_SECURITY_ENFORCE, "restricted")],
-        )
+        .restricted_namespace(&client, "node-images")
         .await
         .unwrap();
     let image = &node.image("coordinator-cpu").reference;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use diloco_crds::DiLoCoServer;
 use diloco_tests::kube_helpers::{apply_server, wait_until};
 use diloco_tests::node_pods::{logs, ready_pod, restricted_container_security, wait_finished};
-use diloco_tests::real_node::{POD_SECURITY_ENFORCE, RealNode};
+use diloco_tests::real_node::RealNode;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
@@ -108,11 +108,7 @@ async fn a_worker_pod_trains_from_the_bundle_and_a_rotation_reaches_the_running_
     let _turn = node.one_test_at_a_time().await;
     let client = node.client().await.unwrap();
     let namespace = node
-        .namespace(
-            &client,
-            "node-training",
-            &[(POD_SECURITY_ENFORCE, "restricted")],
-        )
+        .restricted_namespace(&client, "node-training")
         .await
         .unwrap();
     node.install_operator(&namespace, "diloco-operator", 1);
