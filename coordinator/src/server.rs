@@ -1,12 +1,10 @@
 //! Running the coordinator: restore or initialize, listen, tick, and shut down cleanly
 //! (checkpoint first, then release waiting workers, then stop within a bounded time).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::normalize_path::NormalizePath;
@@ -18,32 +16,12 @@ use crate::checkpoint;
 use crate::config::Config;
 use crate::device::{describe, resolve_device};
 use crate::engine::Coordinator;
+use crate::initial_parameters;
+use crate::model_definition::ModelDefinition;
 use crate::tls::TlsReloader;
-use crate::upload::{Expectation, StagedUpload, UploadReceiver};
-use crate::wire::frame::{FrameHeader, PayloadFormat, frame_prefix};
 
 /// Longest wait for in-flight requests after a shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Reads a safetensors file of initial parameters.
-pub fn read_initial_parameters(path: &Path) -> anyhow::Result<StagedUpload> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-    // The file holds the data, so it bounds what the header may declare.
-    let mut receiver = UploadReceiver::new(Expectation::InitialParameters, bytes.len() as u64);
-    let frame = FrameHeader {
-        worker_id: "model.initial_parameters".into(),
-        fragment_id: None,
-        fmt: PayloadFormat::Safetensors,
-        round: None,
-    };
-    let parsed = receiver
-        .push(Bytes::from(frame_prefix(&frame)))
-        .and_then(|()| receiver.push(Bytes::from(bytes)));
-    parsed
-        .and_then(|()| receiver.finish())
-        .with_context(|| format!("{} is not usable as initial parameters", path.display()))
-}
 
 /// Builds the coordinator from the configuration: from the newest checkpoint if there is
 /// one, else from `model.initial_parameters`, else uninitialized.
@@ -55,15 +33,29 @@ pub fn build(config: Config) -> anyhow::Result<Arc<Coordinator>> {
         None => None,
     };
     let initial = match (&restored, &config.model.initial_parameters) {
-        (None, Some(path)) => Some(read_initial_parameters(path)?),
+        (None, Some(path)) => Some(initial_parameters::read(path)?),
         _ => None,
+    };
+    let definition = match &config.model.definition_dir {
+        Some(dir) => {
+            let definition = ModelDefinition::load(dir)?;
+            info!(
+                files = definition.files().len(),
+                bundle_hash = definition.bundle_hash(),
+                "model definition served at /model_def"
+            );
+            Some(definition)
+        }
+        None => None,
     };
     if restored.is_none() && initial.is_none() {
         info!(
             "no checkpoint and no model.initial_parameters: the first worker's /init_params defines the model"
         );
     }
-    Ok(Coordinator::new(config, device, restored, initial))
+    Ok(Coordinator::with_definition(
+        config, device, restored, initial, definition,
+    ))
 }
 
 /// Serves until SIGTERM, SIGINT or `/control/shutdown`.

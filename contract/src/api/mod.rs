@@ -40,6 +40,13 @@ pub const INFO: &str = "/info";
 pub const KNOWN_WORKERS: &str = "/known_workers";
 /// Prometheus metrics (OpenMetrics text).
 pub const METRICS: &str = "/metrics";
+/// The model definition bundle: a deterministic tar of the definition directory.
+pub const MODEL_DEF: &str = "/model_def";
+/// On `/model_def`: the model hash (equal to `/info.model_hash`) a worker checks the bundle
+/// against before it builds the model.
+pub const MODEL_HASH_HEADER: &str = "x-forgather-model-hash";
+/// `/model_def`'s media type.
+pub const TAR_CONTENT_TYPE: &str = "application/x-tar";
 /// The first worker's parameters, when the coordinator has none (a submit frame).
 pub const INIT_PARAMS: &str = "/init_params";
 /// A pseudo-gradient (a submit frame); answers with the next round's parameters.

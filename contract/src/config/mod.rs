@@ -188,10 +188,17 @@ impl std::str::FromStr for Device {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// A safetensors file with the initial parameters. Without it (and without a checkpoint)
-    /// the first worker to POST `/init_params` defines them.
+    /// The initial parameters: a safetensors file, or a directory of a sharded checkpoint
+    /// (Hugging Face layout: `model.safetensors.index.json` mapping each tensor to its shard
+    /// file in the same directory, or a lone `model.safetensors`). Without it (and without a
+    /// checkpoint) the first worker to POST `/init_params` defines them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_parameters: Option<PathBuf>,
+    /// The model definition directory (configuration, Python sources, tokenizer files; never
+    /// weights), served as a deterministic tar at `/model_def` and folded into
+    /// `/info.model_hash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition_dir: Option<PathBuf>,
 }
 
 /// Periodic checkpoints.

@@ -50,6 +50,7 @@ use crate::checkpoint::Loaded;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::ModelLayout;
+use crate::model_definition::{ModelDefinition, model_hash};
 use crate::outer_optimizer::OuterOptimizer;
 use crate::outer_state::OuterState;
 use crate::staging::StagingPool;
@@ -95,6 +96,8 @@ pub struct Coordinator {
     /// acknowledged.
     next_command_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// The bundle served at `/model_def`, if a definition directory is configured.
+    definition: Option<Arc<ModelDefinition>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,6 +115,17 @@ impl Coordinator {
         device: tch::Device,
         restored: Option<Loaded>,
         initial: Option<StagedUpload>,
+    ) -> Arc<Self> {
+        Self::with_definition(config, device, restored, initial, None)
+    }
+
+    /// [`Coordinator::new`], serving `definition` at `/model_def`.
+    pub fn with_definition(
+        config: Config,
+        device: tch::Device,
+        restored: Option<Loaded>,
+        initial: Option<StagedUpload>,
+        definition: Option<ModelDefinition>,
     ) -> Arc<Self> {
         let now = Instant::now();
         let metrics = Metrics::new();
@@ -164,6 +178,7 @@ impl Coordinator {
             metrics,
             next_command_id: AtomicU64::new(first_command_id()),
             shutdown: watch::Sender::new(false),
+            definition: definition.map(Arc::new),
             config,
         });
         if let Some(state) = state {
@@ -179,6 +194,21 @@ impl Coordinator {
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The model definition bundle, if one is configured.
+    pub fn model_definition(&self) -> Option<Arc<ModelDefinition>> {
+        self.definition.clone()
+    }
+
+    /// `/info.model_hash`: the parameters' names and shapes, folded with the definition
+    /// bundle's hash when there is one (`None` until the model is initialized).
+    fn model_hash(&self, layout: Option<&ModelLayout>) -> Option<String> {
+        let param_hash = layout?.hash();
+        Some(match &self.definition {
+            Some(definition) => model_hash(&param_hash, definition.bundle_hash()),
+            None => param_hash,
+        })
     }
 
     /// Prometheus metrics.

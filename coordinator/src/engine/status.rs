@@ -88,7 +88,7 @@ impl Coordinator {
             num_workers: shared.num_workers,
             num_parameters: layout.map_or(0, |l| l.total_elements()),
             model_size_mb: layout.map_or(0.0, |l| l.size_mb()),
-            model_hash: layout.map(|l| l.hash()),
+            model_hash: self.model_hash(layout),
             parameters_initialized: layout.is_some(),
             sync_round: shared.round.number,
             dylu_enabled: false,

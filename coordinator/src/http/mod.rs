@@ -7,6 +7,7 @@ pub mod authenticate;
 mod body_limits;
 mod bulk_advert;
 mod control;
+mod model_def;
 mod tensors;
 mod workers;
 
@@ -113,6 +114,7 @@ pub fn router(
             api::INFO,
             get(|State(app): State<App>| async move { axum::Json(app.engine.info()) }),
         )
+        .route(api::MODEL_DEF, get(model_def::model_def))
         .route(
             &format!("{}{{action}}", api::CONTROL_PREFIX),
             post(control::control).layer(axum::middleware::from_fn_with_state(
