@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditSpec;
+use crate::model::ModelSpec;
 use crate::network_policy::NetworkPolicySpec;
 use crate::planes::{BulkSpec, ControlSpec, MetricsSpec};
 use crate::security::{AuthSpec, TlsSpec};
@@ -166,6 +167,10 @@ pub struct DiLoCoServerSpec {
     /// The volume for the audit log and checkpoints.
     #[serde(default)]
     pub audit: AuditSpec,
+
+    /// The model to start from: initial parameters and the definition workers build it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
 
     /// Explicit acknowledgements of set-ups that weaken security; each is refused without its
     /// flag.

@@ -41,6 +41,8 @@ pub mod paths {
     pub const TLS_DIR: &str = "/etc/diloco/tls";
     /// The audit and checkpoint volume.
     pub const STATE_DIR: &str = "/var/lib/diloco";
+    /// The model claim (`spec.model.claimName`), read-only.
+    pub const MODEL_DIR: &str = "/var/run/diloco/model";
     /// Scratch space (the root filesystem is read-only).
     pub const TMP_DIR: &str = "/tmp";
 }

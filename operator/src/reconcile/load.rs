@@ -79,6 +79,7 @@ pub enum ReferenceField {
     TlsSecret,
     ClientCaSecret,
     AuditClaim,
+    ModelClaim,
     ServiceAccount,
 }
 
@@ -90,6 +91,7 @@ impl ReferenceField {
             Self::TlsSecret => "tls.secretName",
             Self::ClientCaSecret => "tls.clientCASecretRef",
             Self::AuditClaim => "audit.existingClaim",
+            Self::ModelClaim => "model.claimName",
             Self::ServiceAccount => "serviceAccountName",
         }
     }
@@ -98,7 +100,7 @@ impl ReferenceField {
     pub fn kind(self) -> &'static str {
         match self {
             Self::TokenSecret | Self::TlsSecret | Self::ClientCaSecret => "Secret",
-            Self::AuditClaim => "PersistentVolumeClaim",
+            Self::AuditClaim | Self::ModelClaim => "PersistentVolumeClaim",
             Self::ServiceAccount => "ServiceAccount",
         }
     }
@@ -127,6 +129,9 @@ pub fn referenced_names(server: &DiLoCoServer) -> Vec<(ReferenceField, String)> 
     }
     if let Some(name) = &spec.audit.existing_claim {
         names.push((ReferenceField::AuditClaim, name.clone()));
+    }
+    if let Some(name) = spec.model.as_ref().and_then(|m| m.claim_name.as_ref()) {
+        names.push((ReferenceField::ModelClaim, name.clone()));
     }
     if let Some(name) = &spec.service_account_name {
         names.push((ReferenceField::ServiceAccount, name.clone()));
@@ -174,7 +179,7 @@ pub async fn load(client: &Client, server: &DiLoCoServer) -> Result<Observed> {
             | ReferenceField::ClientCaSecret => {
                 metadata_of::<Secret>(client, &namespace, &name).await?
             }
-            ReferenceField::AuditClaim => {
+            ReferenceField::AuditClaim | ReferenceField::ModelClaim => {
                 metadata_of::<PersistentVolumeClaim>(client, &namespace, &name).await?
             }
             ReferenceField::ServiceAccount => {
@@ -258,7 +263,9 @@ pub async fn load_referenced_secrets(
             ReferenceField::TokenSecret => &mut observed.token_secret_ref,
             ReferenceField::TlsSecret => &mut observed.tls_secret_ref,
             ReferenceField::ClientCaSecret => &mut observed.client_ca_secret_ref,
-            ReferenceField::AuditClaim | ReferenceField::ServiceAccount => continue,
+            ReferenceField::AuditClaim
+            | ReferenceField::ModelClaim
+            | ReferenceField::ServiceAccount => continue,
         };
         *slot = secrets
             .get_opt(&reference.name)

@@ -57,9 +57,9 @@ fn check_reference(reference: &Reference) -> Result<(), Invalid> {
             ReferenceField::TokenSecret
             | ReferenceField::TlsSecret
             | ReferenceField::ClientCaSecret => Invalid::credentials(reason, message),
-            ReferenceField::AuditClaim | ReferenceField::ServiceAccount => {
-                Invalid::other(reason, message)
-            }
+            ReferenceField::AuditClaim
+            | ReferenceField::ModelClaim
+            | ReferenceField::ServiceAccount => Invalid::other(reason, message),
         })
     };
     let Some(metadata) = metadata else {
@@ -106,6 +106,7 @@ fn not_found_reason(field: ReferenceField) -> &'static str {
         ReferenceField::TlsSecret => "TlsSecretNotFound",
         ReferenceField::ClientCaSecret => "ClientCASecretNotFound",
         ReferenceField::AuditClaim => "AuditClaimNotFound",
+        ReferenceField::ModelClaim => "ModelClaimNotFound",
         ReferenceField::ServiceAccount => "ServiceAccountNotFound",
     }
 }

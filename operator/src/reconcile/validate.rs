@@ -4,7 +4,9 @@
 
 use jiff::SignedDuration;
 
-use diloco_crds::{AuthMode, ClientAuth, DiLoCoServer, TlsMode, TrainingMode, parse_duration};
+use diloco_crds::{
+    AuthMode, ClientAuth, DiLoCoServer, ModelSpec, TlsMode, TrainingMode, parse_duration,
+};
 
 use crate::reconcile::certificates::{CA_CERT_KEY, Lifetimes, TLS_CERT_KEY, TLS_KEY_KEY};
 use crate::reconcile::invalid::Invalid;
@@ -69,6 +71,9 @@ pub fn validate(server: &DiLoCoServer, observed: &Observed) -> Result<ValidatedS
         return Err(Invalid::spec(
             "training.mode async is not implemented by the coordinator yet; use sync",
         ));
+    }
+    if let Some(model) = &spec.model {
+        check_model_paths(model)?;
     }
     if !spec.tls.clients.is_empty() && spec.tls.mode != TlsMode::Operator {
         return Err(Invalid::spec(
@@ -175,6 +180,33 @@ pub fn validate(server: &DiLoCoServer, observed: &Observed) -> Result<ValidatedS
     Ok(ValidatedSpec { grace, lifetimes })
 }
 
+/// The CRD's rules for `spec.model`, again: a CRD installed from an older chart lacks them, and
+/// a path that climbs out of the model claim would reach the rest of the pod's files.
+fn check_model_paths(model: &ModelSpec) -> Result<(), Invalid> {
+    for (field, path) in [
+        ("model.initialParameters", &model.initial_parameters),
+        ("model.definition", &model.definition),
+    ] {
+        let Some(path) = path else { continue };
+        let path = std::path::Path::new(path);
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(Invalid::spec(format!(
+                "{field} must not contain .. segments"
+            )));
+        }
+        if model.claim_name.is_some() == path.is_absolute() {
+            return Err(Invalid::spec(format!(
+                "{field}: {} with model.claimName, {} without",
+                "a path inside the claim (relative)", "an absolute path in the image"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a user-supplied bearer token looks like a secret rather than a word: long enough,
 /// varied, and not repeating itself. A heuristic (it cannot tell a passphrase from random
 /// text), but it refuses the guessable tokens people type by hand.
@@ -229,6 +261,32 @@ pub fn token_strength(token: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Model paths stay inside the claim (relative, no `..`) or name the image (absolute).
+    #[test]
+    fn model_paths_that_leave_the_claim_or_mix_up_claim_and_image_are_refused() {
+        let model = |claim: Option<&str>, parameters: &str| ModelSpec {
+            claim_name: claim.map(str::to_string),
+            initial_parameters: Some(parameters.into()),
+            definition: None,
+        };
+        assert!(check_model_paths(&model(Some("weights"), "ckpt/step-10")).is_ok());
+        assert!(check_model_paths(&model(None, "/models/llm")).is_ok());
+        for (claim, path) in [
+            (Some("weights"), "../../var/run/diloco/token"),
+            (Some("weights"), "ckpt/../../etc"),
+            (Some("weights"), "/etc/diloco/tls"),
+            (None, "relative/in/image"),
+            (None, "/models/../etc"),
+        ] {
+            let refused = check_model_paths(&model(claim, path)).unwrap_err();
+            assert!(
+                refused.message.contains("model.initialParameters"),
+                "{path}: {}",
+                refused.message
+            );
+        }
+    }
 
     /// Even labelled referable, a ServiceAccount token Secret is never used as a bearer.
     #[test]

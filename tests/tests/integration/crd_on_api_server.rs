@@ -215,6 +215,26 @@ async fn cross_field_rules_name_the_fields_to_fix() {
             json!({"image": "x", "audit": {"existingClaim": "a", "storage": {"size": "1Gi"}}}),
             "audit.storage and audit.existingClaim are mutually exclusive",
         ),
+        (
+            json!({"image": "x", "model": {"claimName": "weights"}}),
+            "model needs initialParameters, definition or both",
+        ),
+        (
+            json!({"image": "x", "model": {"claimName": "weights", "initialParameters": "/etc/diloco"}}),
+            "with model.claimName, initialParameters and definition are paths inside the claim",
+        ),
+        (
+            json!({"image": "x", "model": {"definition": "model-def"}}),
+            "without model.claimName, initialParameters and definition are absolute paths",
+        ),
+        (
+            json!({"image": "x", "model": {"claimName": "weights", "definition": "def/../../token"}}),
+            "model.definition must not contain .. segments",
+        ),
+        (
+            json!({"image": "x", "model": {"claimName": "Not_A_Name", "definition": "def"}}),
+            "model.claimName must be a Kubernetes object name",
+        ),
     ];
     for (spec, expected) in cases {
         let message = rejection_message(&client, &namespace, spec.clone()).await;

@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use diloco_contract::config::{
-    AuditConfig, AuthConfig, BulkConfig, CheckpointConfig, Config, MetricsConfig, TlsConfig,
-    TrainingConfig,
+    AuditConfig, AuthConfig, BulkConfig, CheckpointConfig, Config, MetricsConfig, ModelConfig,
+    TlsConfig, TrainingConfig,
 };
 use diloco_contract::credentials::{CA_CERT, TLS_CERT, TLS_KEY};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -58,7 +58,7 @@ pub fn render(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Confi
     Ok(Config {
         listen: any_address("control.port", spec.control.port)?,
         device: spec.device.into(),
-        model: Default::default(),
+        model: model(spec),
         training: training(spec)?,
         checkpoint: CheckpointConfig {
             dir: Some(PathBuf::from(format!("{}/checkpoints", paths::STATE_DIR))),
@@ -82,6 +82,23 @@ pub fn render(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Confi
         // explicit acknowledgement (the spec said `tls.mode: disabled`).
         insecure: !tls,
     })
+}
+
+/// `spec.model`'s paths as the coordinator sees them: inside the read-only model mount when
+/// the spec names a claim, else in the image (the CRD's rules make them relative or absolute
+/// accordingly).
+fn model(spec: &DiLoCoServerSpec) -> ModelConfig {
+    let Some(model) = &spec.model else {
+        return ModelConfig::default();
+    };
+    let path = |relative: &String| match model.claim_name {
+        Some(_) => PathBuf::from(paths::MODEL_DIR).join(relative),
+        None => PathBuf::from(relative),
+    };
+    ModelConfig {
+        initial_parameters: model.initial_parameters.as_ref().map(path),
+        definition_dir: model.definition.as_ref().map(path),
+    }
 }
 
 fn training(spec: &DiLoCoServerSpec) -> Result<TrainingConfig> {

@@ -253,6 +253,19 @@ fn volumes(ctx: &BuildContext<'_>, credentials: &Credentials) -> (Vec<Volume>, V
         ..Volume::default()
     });
     mounts.push(mount("state", paths::STATE_DIR, false));
+    if let Some(claim) = spec.model.as_ref().and_then(|m| m.claim_name.clone()) {
+        // Read-only twice over: the coordinator only reads the model, and a claim shared
+        // with the team that trains it must not be written by a server.
+        volumes.push(Volume {
+            name: "model".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("model", paths::MODEL_DIR, true));
+    }
     volumes.push(Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource {

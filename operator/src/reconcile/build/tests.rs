@@ -498,6 +498,30 @@ fn disabled_network_policies_build_none() {
     );
 }
 
+/// A model in the image: its paths go to the config as they are, and no volume is added.
+#[test]
+fn a_model_in_the_image_is_configured_without_a_volume() {
+    let mut server = server("minimal.yaml");
+    server.spec.model = Some(diloco_crds::ModelSpec {
+        claim_name: None,
+        initial_parameters: Some("/models/llm".into()),
+        definition: Some("/models/llm-def".into()),
+    });
+    let desired = built(&server, &owned_credentials());
+    let config = config_map_text(&desired, "llm-coordinator-config", "coordinator.yaml");
+    let config: diloco_contract::config::Config = serde_norway::from_str(&config).unwrap();
+    assert_eq!(
+        config.model.initial_parameters.as_deref(),
+        Some(std::path::Path::new("/models/llm"))
+    );
+    assert_eq!(
+        config.model.definition_dir.as_deref(),
+        Some(std::path::Path::new("/models/llm-def"))
+    );
+    let pod = desired.deployments[0].spec.template.spec.as_ref().unwrap();
+    assert!(pod.volumes.iter().flatten().all(|v| v.name != "model"));
+}
+
 #[test]
 fn an_existing_claim_is_mounted_and_none_is_created() {
     let mut server = server("minimal.yaml");
