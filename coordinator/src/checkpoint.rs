@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::engine::run_stats::SavedStats;
+use crate::engine::work_units::SavedQueue;
 use crate::model::ModelLayout;
 use crate::outer_optimizer::OuterOptimizer;
 use crate::outer_state::OuterState;
@@ -48,6 +50,13 @@ pub struct CheckpointMeta {
     pub roster: Vec<RosterEntry>,
     /// Optimizer settings in force (control actions may have changed them).
     pub optimizer: OuterOptimizer,
+    /// Work-unit queues, so that no unit issued before the checkpoint is issued again after a
+    /// restart (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub work_queues: Vec<SavedQueue>,
+    /// Run statistics: totals, per-worker baselines and the bounded history.
+    #[serde(default)]
+    pub stats: SavedStats,
 }
 
 /// A checkpoint read back.
@@ -367,6 +376,8 @@ mod tests {
                 owner: Some("cert:w1".into()),
             }],
             optimizer: OuterOptimizer::default(),
+            work_queues: Vec::new(),
+            stats: SavedStats::default(),
         }
     }
 

@@ -105,11 +105,14 @@ pub struct WorkerStatus {
 /// [`StatusReply::aggregate_stats`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AggregateStats {
-    /// Sum of `tokens_total`.
+    /// Tokens trained over the run, by every worker that reported (departed ones included).
     pub total_tokens: f64,
-    /// Sum of `step_total`.
+    /// FLOPs likewise.
+    #[serde(default)]
+    pub total_flos: f64,
+    /// Inner steps likewise.
     pub total_steps: f64,
-    /// Sum of `tok_per_sec`.
+    /// Sum of the live workers' `tok_per_sec`.
     pub tok_per_sec: f64,
     /// Mean `loss`.
     pub train_loss: Option<f64>,
@@ -156,9 +159,18 @@ pub struct InfoReply {
     /// Outer steps completed.
     #[serde(default)]
     pub sync_round: u64,
+    /// Always null: no shared-memory backend (forgather's `shm_group_dir`).
+    #[serde(default)]
+    pub shm_group_dir: Option<String>,
+    /// Always null: no shared-memory backend (forgather's `shm_group_size`).
+    #[serde(default)]
+    pub shm_group_size: Option<u64>,
     /// Always false (dynamic local updates are not implemented).
     #[serde(default)]
     pub dylu_enabled: bool,
+    /// Always null: the base H of dynamic local updates, which are not implemented.
+    #[serde(default)]
+    pub dylu_base_sync_every: Option<u64>,
     /// Always 0 (no async grace window).
     #[serde(default)]
     pub grace_period: f64,

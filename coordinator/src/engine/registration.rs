@@ -10,6 +10,7 @@ use diloco_contract::api::{
     HeartbeatReply, HeartbeatRequest, RegisterRequest, ReplyStatus, valid_worker_id,
 };
 use jiff::Timestamp;
+use serde_json::json;
 use tracing::{info, warn};
 
 use super::roster::Worker;
@@ -30,10 +31,10 @@ pub enum Departure {
 }
 
 impl Departure {
-    /// The audit event.
-    fn event(self) -> &'static str {
+    /// The `reason` of its `eviction` audit record.
+    fn reason(self) -> &'static str {
         match self {
-            Departure::Evicted => "eviction",
+            Departure::Evicted => "heartbeat_timeout",
             Departure::Deregistered => "deregister",
             Departure::Kicked => "kick",
         }
@@ -140,6 +141,9 @@ impl Coordinator {
                 worker.command
             }
         };
+        if request.stats.is_some() {
+            self.record_run_stats(&mut shared, &request.worker_id);
+        }
         Ok(HeartbeatReply {
             status: ReplyStatus::Ok,
             sync_round: round,
@@ -157,6 +161,13 @@ impl Coordinator {
         worker_id: &str,
         caller: &Caller,
     ) -> Result<(), EngineError> {
+        // forgather records every deregistration, even of an unknown id, and the death path
+        // then records the `eviction` of a worker that was registered.
+        self.audit(
+            AuditRecord::new("deregister")
+                .worker(worker_id)
+                .caller(Some(caller.identity().to_string())),
+        );
         let removed = self.remove_worker(worker_id, Departure::Deregistered, Some(caller))?;
         if removed {
             self.close_round_if_ready_in_background();
@@ -191,11 +202,19 @@ impl Coordinator {
             .len()
             .max(self.config.training.min_workers);
         let round = shared.round.number;
+        // forgather's `eviction` record (the death path's, whatever triggered it).
         self.audit(
-            AuditRecord::new(why.event())
+            AuditRecord::new("eviction")
                 .worker(worker_id)
                 .round(round)
-                .caller(caller.map(|c| c.identity().to_string())),
+                .caller(caller.map(|c| c.identity().to_string()))
+                .details(json!({
+                    "trigger_worker_id": worker_id,
+                    "evicted": [worker_id],
+                    "group_id": null,
+                    "remaining": shared.roster.workers.len(),
+                    "reason": why.reason(),
+                })),
         );
         if why == Departure::Evicted {
             self.metrics.evictions.inc();

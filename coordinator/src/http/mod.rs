@@ -8,6 +8,7 @@ mod body_limits;
 mod bulk_advert;
 mod control;
 mod tensors;
+mod work;
 mod workers;
 
 use std::sync::Arc;
@@ -121,6 +122,12 @@ pub fn router(
             )),
         )
         .route(api::METRICS, get(metrics))
+        .route(api::STATS_HISTORY, get(work::stats_history))
+        .route(api::DATASETS_REGISTER, post(work::register_dataset))
+        .route(api::WORK_REQUEST, post(work::request_unit))
+        .route(api::WORK_COMPLETE, post(work::complete_unit))
+        .route(api::WORK_QUEUES, get(work::queues))
+        .route(api::WORK_QUEUE, get(work::queue))
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn_with_state(
             BodyLimits {

@@ -17,7 +17,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use diloco_contract::api::{BEARER_CHALLENGE, ErrorKind, HEALTH};
+use diloco_contract::api::{
+    AUTH_REALM, AuthRefusalBody, BEARER_CHALLENGE, BEARER_SCHEME, ErrorKind, HEALTH,
+};
 use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
@@ -77,10 +79,13 @@ pub struct AdminGate {
     pub audit: Arc<AuditLog>,
 }
 
+/// A refusal with forgather's challenge: `WWW-Authenticate` and the realm in the body.
 fn refusal(status: StatusCode, reason: &str) -> Response {
-    let mut response = ApiError::new(status, reason)
-        .kind(ErrorKind::Auth)
-        .into_response();
+    let body = AuthRefusalBody {
+        error: ApiError::new(status, reason).kind(ErrorKind::Auth).body(),
+        realm: AUTH_REALM.to_string(),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(BEARER_CHALLENGE),
@@ -149,10 +154,10 @@ pub async fn authenticate(
     {
         None => Err("missing bearer token"),
         Some(Err(_)) => Err(malformed),
-        Some(Ok(value)) => match value.strip_prefix("Bearer ") {
+        Some(Ok(value)) => match bearer_token(value) {
             None => Err(malformed),
             Some(token) => credentials
-                .token_caller(token.trim(), Timestamp::now())
+                .token_caller(token, Timestamp::now())
                 .ok_or("invalid or expired bearer token"),
         },
     };
@@ -168,6 +173,14 @@ pub async fn authenticate(
             refused(reason, request.uri().path())
         }
     }
+}
+
+/// The token of `Bearer <token>`, the scheme in any case (`bearer`, `BEARER`), as RFC 9110
+/// and forgather read it; `None` for another scheme or no token.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case(BEARER_SCHEME) && !token.is_empty()).then_some(token)
 }
 
 /// Middleware for a listener without authentication (`auth.disabled`): everyone is the
