@@ -93,6 +93,23 @@ fn refusal(status: StatusCode, reason: &str) -> Response {
     response
 }
 
+/// Why a request without a usable bearer token is refused (the 401's message).
+const MISSING: &str = "missing bearer token";
+const MALFORMED: &str = "malformed Authorization header: expected `Bearer <token>`";
+const INVALID: &str = "invalid or expired bearer token";
+
+/// A refusal's reason as the audit log records it: a code for the bearer refusals, so that
+/// the log never holds the word `bearer` (forgather's test of a log free of credentials, §6
+/// item 37), and the bounded text for certificate refusals.
+fn audited_reason(reason: &str) -> String {
+    match reason {
+        MISSING => "missing_credential".into(),
+        MALFORMED => "malformed_authorization".into(),
+        INVALID => "invalid_token".into(),
+        other => bounded(other),
+    }
+}
+
 /// Middleware: every path but `/health` needs a credential; the [`Caller`] it makes is put
 /// into the request's extensions.
 pub async fn authenticate(
@@ -116,7 +133,7 @@ pub async fn authenticate(
         audit.record(
             AuditRecord::new("auth_failure")
                 .remote(remote)
-                .details(json!({"path": bounded(path), "reason": reason})),
+                .details(json!({"path": bounded(path), "reason": audited_reason(reason)})),
         );
         refusal(StatusCode::UNAUTHORIZED, reason)
     };
@@ -146,19 +163,18 @@ pub async fn authenticate(
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         return response;
     }
-    let malformed = "malformed Authorization header: expected `Bearer <token>`";
     let caller = match request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::to_str)
     {
-        None => Err("missing bearer token"),
-        Some(Err(_)) => Err(malformed),
+        None => Err(MISSING),
+        Some(Err(_)) => Err(MALFORMED),
         Some(Ok(value)) => match bearer_token(value) {
-            None => Err(malformed),
+            None => Err(MALFORMED),
             Some(token) => credentials
                 .token_caller(token, Timestamp::now())
-                .ok_or("invalid or expired bearer token"),
+                .ok_or(INVALID),
         },
     };
     match caller {
