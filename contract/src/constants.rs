@@ -243,6 +243,7 @@ mod samples {
                 last_publish_seconds: None,
                 device: String::new(),
                 aggregate_stats: AggregateStats::default(),
+                token_progress: Some(TokenProgress::default()),
                 total_worker_deaths: Some(0),
             },
             worker_status,

@@ -51,6 +51,7 @@ fn audited_fields(action: ControlAction) -> &'static [&'static str] {
         ControlAction::UpdateOptimizer => &["lr", "momentum", "nesterov"],
         ControlAction::UpdateNumWorkers => &["num_workers"],
         ControlAction::Command => &["command", "worker_id"],
+        ControlAction::UpdateTokenBudget => &["token_budget"],
     }
 }
 

@@ -13,14 +13,14 @@ pub mod workers;
 
 pub use control::{
     CommandQueued, CommandRequest, ControlAction, ControlReply, ControlRequest, NumWorkersUpdated,
-    OptimizerUpdated, SavedState, ShuttingDown, UpdateNumWorkersRequest, UpdateOptimizerRequest,
-    WorkerKicked,
+    OptimizerUpdated, SavedState, ShuttingDown, TokenBudgetUpdated, UpdateNumWorkersRequest,
+    UpdateOptimizerRequest, UpdateTokenBudgetRequest, WorkerKicked,
 };
 pub use errors::{AuthRefusalBody, ErrorBody, ErrorKind};
 pub use stats::{STATS_HISTORY, StatsHistoryReply, StatsRecord};
 pub use status::{
     AggregateStats, ExpectedClientSettings, InfoOuterOptimizer, InfoReply, KnownWorker,
-    KnownWorkersReply, StatusReply, WorkerStatus,
+    KnownWorkersReply, StatusReply, TokenProgress, WorkerStatus,
 };
 pub use work::{
     DATASETS_REGISTER, DatasetHint, DatasetRegisterReply, DatasetRegisterRequest, WORK_COMPLETE,

@@ -29,6 +29,7 @@ pub mod run_stats;
 mod status;
 #[cfg(test)]
 mod test_support;
+mod token_budget;
 mod uploads;
 pub mod work_units;
 
@@ -81,6 +82,10 @@ pub(crate) struct Shared {
     stream_owner: Option<String>,
     /// Totals over every worker that ever reported, and their history.
     stats: RunStats,
+    /// Tokens after which every worker is told `save_and_stop` (0: none).
+    token_budget: u64,
+    /// That was done (not saved: a restart over budget tells them again).
+    budget_stop_sent: bool,
 }
 
 /// The coordinator's state and operations. Cheap to share behind an `Arc`.
@@ -160,6 +165,8 @@ impl Coordinator {
             last_checkpoint_round,
             stream_owner: None,
             stats,
+            token_budget: config.training.token_budget,
+            budget_stop_sent: false,
         };
         let coordinator = Arc::new(Self {
             device,

@@ -162,7 +162,12 @@ impl Coordinator {
         caller: &Caller,
     ) -> Result<(), EngineError> {
         // forgather records every deregistration, even of an unknown id, and the death path
-        // then records the `eviction` of a worker that was registered.
+        // then records the `eviction` of a worker that was registered. A caller refused (403)
+        // is recorded as `forbidden` by the HTTP layer instead, so it is checked first (and
+        // again, under the same lock as the removal, by `remove_worker`).
+        if let Some(worker) = lock(&self.shared).roster.workers.get(worker_id) {
+            caller.check_may_remove(worker_id, worker.owner.as_deref())?;
+        }
         self.audit(
             AuditRecord::new("deregister")
                 .worker(worker_id)

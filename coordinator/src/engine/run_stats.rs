@@ -11,7 +11,8 @@
 //! record (and from then on keeps one advance in two, four, …), so it always spans the whole
 //! run at a coarser step instead of forgetting its beginning.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use diloco_contract::api::{StatsHistoryReply, StatsRecord};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BASELINES: usize = 10_000;
 /// Most history records kept.
 pub const HISTORY_CAPACITY: usize = 4096;
+/// The window the token rate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Most rate samples kept (reports within the window beyond it thin the oldest).
+const MAX_RATE_SAMPLES: usize = 1024;
 
 /// The cumulative counters workers report, and the totals they feed.
 const COUNTERS: [(&str, Counter); 3] = [
@@ -79,6 +84,12 @@ pub struct RunStats {
     stride: u64,
     /// Advances since the last kept record.
     skipped: u64,
+    /// Tokens counted from reports other than a worker's first (its catch-up of everything it
+    /// trained before): what the rate is measured on. Not saved: a restart measures anew.
+    steady_tokens: f64,
+    /// `(when, steady_tokens)` at each report within [`RATE_WINDOW`], plus the newest older
+    /// one (the window's baseline).
+    samples: VecDeque<(Instant, f64)>,
 }
 
 impl Default for RunStats {
@@ -89,6 +100,8 @@ impl Default for RunStats {
             history: Vec::new(),
             stride: 1,
             skipped: 0,
+            steady_tokens: 0.0,
+            samples: VecDeque::new(),
         }
     }
 }
@@ -101,7 +114,7 @@ impl RunStats {
             baselines: saved.baselines.into_iter().take(MAX_BASELINES).collect(),
             history: saved.history,
             stride: saved.stride.max(1),
-            skipped: 0,
+            ..Self::default()
         };
         while stats.history.len() > HISTORY_CAPACITY {
             stats.thin();
@@ -126,7 +139,7 @@ impl RunStats {
 
     /// Adds a worker's report (whitelisted finite numbers) to the totals; returns whether the
     /// total step count advanced (then the caller records a history point).
-    pub fn report(&mut self, worker_id: &str, stats: &BTreeMap<String, f64>) -> bool {
+    pub fn report(&mut self, worker_id: &str, stats: &BTreeMap<String, f64>, now: Instant) -> bool {
         if !self.baselines.contains_key(worker_id)
             && self.baselines.len() >= MAX_BASELINES
             && let Some(first) = self.baselines.keys().next().cloned()
@@ -138,13 +151,50 @@ impl RunStats {
         let baseline = self.baselines.entry(worker_id.to_string()).or_default();
         let steps_before = self.totals.steps;
         for (key, counter) in COUNTERS {
-            let Some(&now) = stats.get(key) else {
+            let Some(&value) = stats.get(key) else {
                 continue;
             };
-            let before = baseline.insert(key.to_string(), now).unwrap_or(0.0);
-            self.totals.add(counter, (now - before).max(0.0));
+            let before = baseline.insert(key.to_string(), value);
+            let delta = (value - before.unwrap_or(0.0)).max(0.0);
+            self.totals.add(counter, delta);
+            if matches!(counter, Counter::Tokens) && before.is_some() {
+                self.steady_tokens += delta;
+            }
         }
+        self.sample(now);
         self.totals.steps > steps_before
+    }
+
+    fn sample(&mut self, now: Instant) {
+        self.samples.push_back((now, self.steady_tokens));
+        let start = now.checked_sub(RATE_WINDOW);
+        // Drop samples older than the window, keeping the newest of them as the baseline.
+        while self.samples.len() > MAX_RATE_SAMPLES
+            || self
+                .samples
+                .get(1)
+                .zip(start)
+                .is_some_and(|((t, _), start)| *t <= start)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Tokens per second over the last [`RATE_WINDOW`] (catch-up reports excluded): `None`
+    /// before any steady increase, 0 when nothing was trained within the window.
+    pub fn tokens_per_second(&self, now: Instant) -> Option<f64> {
+        if self.steady_tokens <= 0.0 {
+            return None;
+        }
+        let start = now.checked_sub(RATE_WINDOW);
+        let baseline = self
+            .samples
+            .iter()
+            .rev()
+            .find(|(t, _)| start.is_some_and(|start| *t <= start))
+            .or_else(|| self.samples.front())?;
+        let seconds = now.duration_since(baseline.0).as_secs_f64();
+        (seconds > 0.0).then(|| (self.steady_tokens - baseline.1).max(0.0) / seconds)
     }
 
     /// Appends `record` to the history (or skips it, once the history is thinned).
@@ -204,6 +254,12 @@ impl RunStats {
 mod tests {
     use super::*;
 
+    impl RunStats {
+        fn report_now(&mut self, worker_id: &str, stats: &BTreeMap<String, f64>) -> bool {
+            self.report(worker_id, stats, Instant::now())
+        }
+    }
+
     fn stats(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
@@ -221,20 +277,20 @@ mod tests {
     #[test]
     fn totals_add_increases_and_keep_departed_workers() {
         let mut run = RunStats::default();
-        assert!(run.report(
+        assert!(run.report_now(
             "a",
             &stats(&[("tokens_total", 100.0), ("step_total", 10.0)])
         ));
-        assert!(run.report("b", &stats(&[("tokens_total", 50.0), ("step_total", 5.0)])));
-        assert!(run.report(
+        assert!(run.report_now("b", &stats(&[("tokens_total", 50.0), ("step_total", 5.0)])));
+        assert!(run.report_now(
             "a",
             &stats(&[("tokens_total", 160.0), ("step_total", 16.0)])
         ));
-        assert!(!run.report("a", &stats(&[("tokens_total", 10.0), ("step_total", 1.0)])));
+        assert!(!run.report_now("a", &stats(&[("tokens_total", 10.0), ("step_total", 1.0)])));
         assert_eq!(run.totals().tokens, 210.0);
         assert_eq!(run.totals().steps, 21.0);
         // "b" departs; nothing is taken away.
-        assert!(!run.report("a", &stats(&[("loss", 1.0)])));
+        assert!(!run.report_now("a", &stats(&[("loss", 1.0)])));
         assert_eq!(run.totals().tokens, 210.0);
     }
 
@@ -243,9 +299,9 @@ mod tests {
     #[test]
     fn a_restored_run_does_not_count_a_report_twice() {
         let mut run = RunStats::default();
-        run.report("a", &stats(&[("tokens_total", 100.0)]));
+        run.report_now("a", &stats(&[("tokens_total", 100.0)]));
         let mut restored = RunStats::restore(run.save());
-        restored.report("a", &stats(&[("tokens_total", 100.0)]));
+        restored.report_now("a", &stats(&[("tokens_total", 100.0)]));
         assert_eq!(restored.totals().tokens, 100.0);
     }
 
@@ -283,12 +339,46 @@ mod tests {
         assert!(reply.count > HISTORY_CAPACITY / 2);
     }
 
+    /// The rate counts only increases after a worker's first report, over the window: none
+    /// before any, the window's increase per second after, 0 once training stalls.
+    #[test]
+    fn the_token_rate_excludes_catch_up_and_reports_a_stall() {
+        let mut run = RunStats::default();
+        let t0 = Instant::now();
+        run.report("a", &stats(&[("tokens_total", 1_000_000.0)]), t0);
+        assert_eq!(
+            run.tokens_per_second(t0 + Duration::from_secs(1)),
+            None,
+            "warm-up"
+        );
+        run.report(
+            "a",
+            &stats(&[("tokens_total", 1_000_100.0)]),
+            t0 + Duration::from_secs(10),
+        );
+        run.report(
+            "a",
+            &stats(&[("tokens_total", 1_000_200.0)]),
+            t0 + Duration::from_secs(20),
+        );
+        let rate = run.tokens_per_second(t0 + Duration::from_secs(20)).unwrap();
+        assert!((rate - 10.0).abs() < 1e-9, "{rate}");
+        let stalled = run
+            .tokens_per_second(t0 + Duration::from_secs(200))
+            .unwrap();
+        assert_eq!(stalled, 0.0);
+    }
+
     /// Baselines are bounded too.
     #[test]
     fn baselines_are_bounded() {
         let mut run = RunStats::default();
         for i in 0..MAX_BASELINES + 10 {
-            run.report(&format!("w{i}"), &stats(&[("tokens_total", 1.0)]));
+            run.report(
+                &format!("w{i}"),
+                &stats(&[("tokens_total", 1.0)]),
+                Instant::now(),
+            );
         }
         assert_eq!(run.baselines.len(), MAX_BASELINES);
         assert_eq!(run.totals().tokens, (MAX_BASELINES + 10) as f64);

@@ -6,6 +6,8 @@ use diloco_contract::api::{
     KnownWorkersReply, StatsHistoryReply, StatsRecord, StatusReply, WIRE_FORMAT, WorkerStatus,
 };
 use diloco_contract::config::TrainingMode;
+use std::time::Instant;
+
 use jiff::Timestamp;
 
 use super::roster::Roster;
@@ -65,6 +67,7 @@ impl Coordinator {
             last_publish_seconds: shared.last_publish_seconds,
             device: crate::device::describe(self.device),
             aggregate_stats: aggregate_stats(&shared.roster, shared.stats.totals()),
+            token_progress: self.token_progress(&shared),
             total_worker_deaths: (shared.total_worker_deaths > 0)
                 .then_some(shared.total_worker_deaths),
         }
@@ -187,7 +190,9 @@ impl Coordinator {
         let Some(reported) = shared.roster.workers.get(worker_id).map(|w| &w.stats) else {
             return;
         };
-        if !shared.stats.report(worker_id, reported) {
+        let advanced = shared.stats.report(worker_id, reported, Instant::now());
+        self.check_token_budget(shared);
+        if !advanced {
             return;
         }
         let aggregate = aggregate_stats(&shared.roster, shared.stats.totals());
