@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use diloco_contract::api::{StatsHistoryReply, StatsRecord};
-use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::SavedStats;
 
 /// Most per-worker baselines kept (forgather's cap).
 pub const MAX_BASELINES: usize = 10_000;
@@ -41,7 +42,7 @@ enum Counter {
 }
 
 /// Totals over the whole run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Totals {
     /// Tokens trained.
     pub tokens: f64,
@@ -59,19 +60,6 @@ impl Totals {
             Counter::Steps => self.steps += delta,
         }
     }
-}
-
-/// What a checkpoint keeps of the statistics.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SavedStats {
-    /// Totals so far.
-    pub totals: Totals,
-    /// Each worker's last cumulative counts.
-    pub baselines: BTreeMap<String, BTreeMap<String, f64>>,
-    /// The history, oldest first.
-    pub history: Vec<StatsRecord>,
-    /// Advances per kept record (a power of two).
-    pub stride: u64,
 }
 
 /// The run's statistics.
@@ -110,7 +98,11 @@ impl RunStats {
     /// Restores what a checkpoint kept.
     pub fn restore(saved: SavedStats) -> Self {
         let mut stats = Self {
-            totals: saved.totals,
+            totals: Totals {
+                tokens: saved.total_tokens,
+                flos: saved.total_flos,
+                steps: saved.total_steps,
+            },
             baselines: saved.baselines.into_iter().take(MAX_BASELINES).collect(),
             history: saved.history,
             stride: saved.stride.max(1),
@@ -125,7 +117,9 @@ impl RunStats {
     /// What a checkpoint keeps.
     pub fn save(&self) -> SavedStats {
         SavedStats {
-            totals: self.totals,
+            total_tokens: self.totals.tokens,
+            total_flos: self.totals.flos,
+            total_steps: self.totals.steps,
             baselines: self.baselines.clone(),
             history: self.history.clone(),
             stride: self.stride,

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use diloco_contract::api::{
     DatasetHint, WorkQueueDetail, WorkQueueSummary, WorkRequestReply, WorkerUnits,
 };
-use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::SavedQueue;
 
 /// Units per queue when the configuration says nothing (forgather's `--default-work-units`).
 pub const DEFAULT_UNITS: u64 = 1024;
@@ -144,26 +145,6 @@ impl Queue {
         }
         Some(self.by_worker.entry(worker_id.to_string()).or_default())
     }
-}
-
-/// A queue as a checkpoint keeps it (bitmaps as bytes).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SavedQueue {
-    /// The dataset.
-    pub dataset_id: String,
-    /// The seed.
-    pub shuffle_seed: i64,
-    /// Units.
-    pub total_units: u64,
-    /// Issued bitmap.
-    pub issued: Vec<u8>,
-    /// Completed bitmap.
-    pub completed: Vec<u8>,
-    /// The first registrant's hint.
-    pub hint: DatasetHint,
-    /// Per-worker counts.
-    #[serde(default)]
-    pub by_worker: BTreeMap<String, WorkerUnits>,
 }
 
 /// Every queue of the run.
