@@ -114,7 +114,8 @@ def test_work_units_and_statistics_over_urllib(processes: Processes, tmp_path: P
 
     # Statistics: b's tokens stay in the totals after it leaves; the history keeps the newest.
     def beat(worker: str, tokens: int, steps: int) -> Dict[str, Any]:
-        stats = {"tokens_total": tokens, "step_total": steps, "loss": 3.0}
+        # json.dumps writes NaN as a bare word, as forgather's workers send it.
+        stats = {"tokens_total": tokens, "step_total": steps, "loss": 3.0, "mfu": float("nan")}
         body = json.dumps({"worker_id": worker, "steps_per_second": 2.0, "stats": stats})
         request = urllib.request.Request(
             coordinator.url + "/heartbeat", data=body.encode(), method="POST"
@@ -130,6 +131,7 @@ def test_work_units_and_statistics_over_urllib(processes: Processes, tmp_path: P
     beat("a", 250, 2)
     status, report = api.json("/status")
     assert report["aggregate_stats"]["total_tokens"] == 650
+    assert "mfu" not in report["workers"]["a"]["stats"], "non-finite statistics are dropped"
     assert report["aggregate_stats"]["total_steps"] == 6
     status, history = api.json("/stats_history?max_points=2")
     assert status == 200

@@ -7,6 +7,7 @@ pub mod authenticate;
 mod body_limits;
 mod bulk_advert;
 mod control;
+mod python_json;
 mod tensors;
 mod work;
 mod workers;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -264,7 +264,7 @@ fn caller(extensions: &Extensions) -> Result<&Caller, ApiError> {
 }
 
 /// Parses a JSON body; an empty body counts as `{}` where `T` allows it.
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
