@@ -189,7 +189,8 @@ async fn the_coordinator_speaks_forgathers_protocol() {
         .await
         .unwrap();
     assert_eq!(registered.status(), 200);
-    for id in ["leaver", "nobody"] {
+    let long_id = "z".repeat(10_000);
+    for id in ["leaver", "nobody", long_id.as_str()] {
         let left = http
             .post(format!("{url}/deregister"))
             .bearer_auth(&worker)
@@ -236,6 +237,14 @@ async fn the_coordinator_speaks_forgathers_protocol() {
     assert_eq!(
         (of("deregister", "nobody"), of("eviction", "nobody")),
         (1, 0)
+    );
+    let cut = records
+        .iter()
+        .find(|r| r["event"] == "deregister" && r["worker_id"].as_str().unwrap().starts_with("zzz"))
+        .unwrap();
+    assert!(
+        cut["worker_id"].as_str().unwrap().chars().count() < 300,
+        "an unknown id is cut"
     );
     let eviction = records.iter().find(|r| r["event"] == "eviction").unwrap();
     assert_eq!(eviction["details"]["trigger_worker_id"], "leaver");

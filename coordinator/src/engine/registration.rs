@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::roster::Worker;
 use super::{Coordinator, EngineError, Published, lock};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, bounded};
 use crate::identity::Caller;
 use crate::model::ModelLayout;
 
@@ -170,7 +170,8 @@ impl Coordinator {
         }
         self.audit(
             AuditRecord::new("deregister")
-                .worker(worker_id)
+                // Any id is answered (forgather's), so a client-chosen one is cut to size.
+                .worker(bounded(worker_id))
                 .caller(Some(caller.identity().to_string())),
         );
         let removed = self.remove_worker(worker_id, Departure::Deregistered, Some(caller))?;
