@@ -51,6 +51,7 @@ fn audited_fields(action: ControlAction) -> &'static [&'static str] {
         ControlAction::UpdateOptimizer => &["lr", "momentum", "nesterov"],
         ControlAction::UpdateNumWorkers => &["num_workers"],
         ControlAction::Command => &["command", "worker_id"],
+        ControlAction::UpdateTokenBudget => &["token_budget"],
     }
 }
 
@@ -73,6 +74,31 @@ pub fn control_summary(action: ControlAction, body: &Value) -> Value {
         summary.insert((*field).to_string(), recorded);
     }
     Value::Object(summary)
+}
+
+/// Longest unknown control action name recorded.
+pub const MAX_ACTION_CHARS: usize = 64;
+
+/// A control action's name as recorded: a known action as is; an unknown one (anything a
+/// caller put in the path) cut to [`MAX_ACTION_CHARS`] with every character outside
+/// `[A-Za-z0-9_-]` replaced by `?`, so a path cannot smuggle a secret-sized blob, a newline or
+/// markup into the log.
+pub fn sanitized_action(name: &str) -> String {
+    let mut kept: String = name
+        .chars()
+        .take(MAX_ACTION_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if name.chars().nth(MAX_ACTION_CHARS).is_some() {
+        kept.push_str(TRUNCATION_MARKER);
+    }
+    kept
 }
 
 /// One audit record.
@@ -245,6 +271,18 @@ mod tests {
     use serde_json::json;
 
     /// Only forgather's allowlisted fields are recorded, bounded; unknown fields never are.
+    /// An unknown action's name is recorded cut and reduced to a safe alphabet.
+    #[test]
+    fn unknown_action_names_are_cut_and_sanitized() {
+        assert_eq!(sanitized_action("save_state"), "save_state");
+        assert_eq!(sanitized_action("a b\n\"c"), "a?b??c");
+        let long = sanitized_action(&"x".repeat(1000));
+        assert_eq!(
+            long,
+            format!("{}{TRUNCATION_MARKER}", "x".repeat(MAX_ACTION_CHARS))
+        );
+    }
+
     #[test]
     fn control_bodies_are_audited_by_allowlist_and_bounded() {
         let summary = |action: &str, body: Value| {

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use diloco_contract::api::{DatasetHint, StatsRecord, WorkerUnits};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,50 @@ pub struct CheckpointMeta {
     pub roster: Vec<RosterEntry>,
     /// Optimizer settings in force (control actions may have changed them).
     pub optimizer: OuterOptimizer,
+    /// Work-unit queues, so that no unit issued before the checkpoint is issued again after a
+    /// restart (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub work_queues: Vec<SavedQueue>,
+    /// Run statistics: totals, per-worker baselines and the bounded history.
+    #[serde(default)]
+    pub stats: SavedStats,
+}
+
+/// A work-unit queue as a checkpoint keeps it (`engine::work_units`; bitmaps as bytes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedQueue {
+    /// The dataset.
+    pub dataset_id: String,
+    /// The seed.
+    pub shuffle_seed: i64,
+    /// Units.
+    pub total_units: u64,
+    /// Issued bitmap.
+    pub issued: Vec<u8>,
+    /// Completed bitmap.
+    pub completed: Vec<u8>,
+    /// The first registrant's hint.
+    pub hint: DatasetHint,
+    /// Per-worker counts.
+    #[serde(default)]
+    pub by_worker: BTreeMap<String, WorkerUnits>,
+}
+
+/// The run statistics as a checkpoint keeps them (`engine::run_stats`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedStats {
+    /// Tokens trained over the run.
+    pub total_tokens: f64,
+    /// FLOPs.
+    pub total_flos: f64,
+    /// Inner steps.
+    pub total_steps: f64,
+    /// Each worker's last cumulative counts.
+    pub baselines: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The history, oldest first.
+    pub history: Vec<StatsRecord>,
+    /// Advances per kept record (a power of two).
+    pub stride: u64,
 }
 
 /// A checkpoint read back.
@@ -367,6 +412,8 @@ mod tests {
                 owner: Some("cert:w1".into()),
             }],
             optimizer: OuterOptimizer::default(),
+            work_queues: Vec::new(),
+            stats: SavedStats::default(),
         }
     }
 

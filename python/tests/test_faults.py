@@ -68,6 +68,10 @@ def test_a_worker_killed_mid_round_is_evicted_and_the_others_finish_the_round(
         numbers = [r["round"] for r in rounds]
         assert numbers == list(range(numbers[0], numbers[0] + ROUNDS)), numbers
         assert stalled_round + 1 in numbers, "the survivors got the round the victim died in"
-    evictions = [r for r in coordinator.audit() if r["event"] == "eviction"]
+    evictions = [
+        r
+        for r in coordinator.audit()
+        if r["event"] == "eviction" and r["details"]["reason"] == "heartbeat_timeout"
+    ]
     assert [r["worker_id"] for r in evictions] == ["victim"], evictions
     assert coordinator.metrics()["diloco_worker_evictions_total"] == 1

@@ -20,17 +20,20 @@ pub enum ControlAction {
     Command,
     /// Stop the coordinator (after a checkpoint).
     Shutdown,
+    /// Change the token budget (forgather #224).
+    UpdateTokenBudget,
 }
 
 impl ControlAction {
     /// Every action.
-    pub const ALL: [ControlAction; 6] = [
+    pub const ALL: [ControlAction; 7] = [
         ControlAction::SaveState,
         ControlAction::KickWorker,
         ControlAction::UpdateOptimizer,
         ControlAction::UpdateNumWorkers,
         ControlAction::Command,
         ControlAction::Shutdown,
+        ControlAction::UpdateTokenBudget,
     ];
 
     /// Its name in the path.
@@ -42,6 +45,7 @@ impl ControlAction {
             Self::UpdateNumWorkers => "update_num_workers",
             Self::Command => "command",
             Self::Shutdown => "shutdown",
+            Self::UpdateTokenBudget => "update_token_budget",
         }
     }
 
@@ -74,6 +78,13 @@ pub struct UpdateNumWorkersRequest {
     pub num_workers: u64,
 }
 
+/// `/control/update_token_budget` body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateTokenBudgetRequest {
+    /// New budget in tokens; 0 disables it.
+    pub token_budget: u64,
+}
+
 /// `/control/command` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandRequest {
@@ -99,6 +110,8 @@ pub enum ControlRequest {
     Command(CommandRequest),
     /// `shutdown` (no body).
     Shutdown,
+    /// `update_token_budget`.
+    UpdateTokenBudget(UpdateTokenBudgetRequest),
 }
 
 impl ControlRequest {
@@ -112,6 +125,7 @@ impl ControlRequest {
             ControlAction::UpdateNumWorkers => Self::UpdateNumWorkers(from_value(body)?),
             ControlAction::Command => Self::Command(from_value(body)?),
             ControlAction::Shutdown => Self::Shutdown,
+            ControlAction::UpdateTokenBudget => Self::UpdateTokenBudget(from_value(body)?),
         })
     }
 
@@ -124,6 +138,7 @@ impl ControlRequest {
             Self::UpdateNumWorkers(_) => ControlAction::UpdateNumWorkers,
             Self::Command(_) => ControlAction::Command,
             Self::Shutdown => ControlAction::Shutdown,
+            Self::UpdateTokenBudget(_) => ControlAction::UpdateTokenBudget,
         }
     }
 }
@@ -186,6 +201,17 @@ pub struct ShuttingDown {
     pub message: String,
 }
 
+/// `update_token_budget` reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenBudgetUpdated {
+    /// Always `ok`.
+    pub status: ReplyStatus,
+    /// The budget now (0: none).
+    pub token_budget: u64,
+    /// `save_and_stop` was sent to every worker because the run reached the budget.
+    pub budget_stop_sent: bool,
+}
+
 /// Any control reply (each action has its own shape).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -196,6 +222,7 @@ pub enum ControlReply {
     NumWorkersUpdated(NumWorkersUpdated),
     CommandQueued(CommandQueued),
     ShuttingDown(ShuttingDown),
+    TokenBudgetUpdated(TokenBudgetUpdated),
 }
 
 #[cfg(test)]
@@ -209,7 +236,7 @@ mod tests {
             assert_eq!(ControlAction::from_name(action.name()), Some(action));
         }
         assert_eq!(ControlAction::Command.path(), "/control/command");
-        assert_eq!(ControlAction::from_name("update_token_budget"), None);
+        assert_eq!(ControlAction::from_name("update_tokens"), None);
     }
 
     /// Bodies are typed per action; what an action does not use (or an empty body for the

@@ -16,6 +16,17 @@ pub struct ErrorBody {
     pub bulk_url: Option<String>,
 }
 
+/// The body of a 401 (and of the 429 that refuses an address with too many failures): the
+/// error body plus the realm of the `WWW-Authenticate` challenge, as forgather sends it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRefusalBody {
+    /// Why.
+    #[serde(flatten)]
+    pub error: ErrorBody,
+    /// [`crate::api::AUTH_REALM`].
+    pub realm: String,
+}
+
 impl ErrorBody {
     /// Whether the error is of `kind`.
     pub fn is(&self, kind: ErrorKind) -> bool {

@@ -6,18 +6,26 @@
 
 pub mod control;
 pub mod errors;
+pub mod stats;
 pub mod status;
+pub mod work;
 pub mod workers;
 
 pub use control::{
     CommandQueued, CommandRequest, ControlAction, ControlReply, ControlRequest, NumWorkersUpdated,
-    OptimizerUpdated, SavedState, ShuttingDown, UpdateNumWorkersRequest, UpdateOptimizerRequest,
-    WorkerKicked,
+    OptimizerUpdated, SavedState, ShuttingDown, TokenBudgetUpdated, UpdateNumWorkersRequest,
+    UpdateOptimizerRequest, UpdateTokenBudgetRequest, WorkerKicked,
 };
-pub use errors::{ErrorBody, ErrorKind};
+pub use errors::{AuthRefusalBody, ErrorBody, ErrorKind};
+pub use stats::{STATS_HISTORY, StatsHistoryReply, StatsRecord};
 pub use status::{
     AggregateStats, ExpectedClientSettings, InfoOuterOptimizer, InfoReply, KnownWorker,
-    KnownWorkersReply, StatusReply, WorkerStatus,
+    KnownWorkersReply, StatusReply, TokenProgress, WorkerStatus,
+};
+pub use work::{
+    DATASETS_REGISTER, DatasetHint, DatasetRegisterReply, DatasetRegisterRequest, WORK_COMPLETE,
+    WORK_QUEUE, WORK_QUEUES, WORK_REQUEST, WorkCompleteReply, WorkCompleteRequest, WorkQueueDetail,
+    WorkQueueSummary, WorkRequest, WorkRequestReply, WorkerUnits,
 };
 pub use workers::{
     HeartbeatReply, HeartbeatRequest, OkReply, RegisterRequest, RelayedCommand, ReplyStatus,
@@ -71,9 +79,28 @@ pub const ROUND_HEADER: &str = "x-diloco-round";
 /// Header advertising the bulk plane's URL (on `/register`, and on a bulk path's 404 on the
 /// control plane), as in forgather.
 pub const BULK_URL_HEADER: &str = "x-forgather-bulk-url";
-/// The challenge of a 401 (`WWW-Authenticate`).
+/// The realm of the 401 challenge, also in its body ([`AuthRefusalBody::realm`]).
+pub const AUTH_REALM: &str = "diloco";
+/// The challenge of a 401 (`WWW-Authenticate`); its realm is [`AUTH_REALM`].
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"diloco\"";
+/// The scheme of `Authorization` (compared without regard to case, as RFC 9110 and forgather
+/// do).
+pub const BEARER_SCHEME: &str = "Bearer";
 /// Content type of tensor requests and responses.
 pub const TENSOR_CONTENT_TYPE: &str = "application/octet-stream";
 /// `/info`'s `wire_format`: the only tensor serialization exchanged (no pickle, ever).
 pub const WIRE_FORMAT: &str = "safetensors";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The challenge names the realm the 401 body carries.
+    #[test]
+    fn the_challenge_and_the_body_name_one_realm() {
+        assert_eq!(
+            BEARER_CHALLENGE,
+            format!("{BEARER_SCHEME} realm=\"{AUTH_REALM}\"")
+        );
+    }
+}

@@ -74,6 +74,9 @@ pub struct StatusReply {
     pub device: String,
     /// Statistics over the workers' latest reports.
     pub aggregate_stats: AggregateStats,
+    /// Progress towards the token budget (present when there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_progress: Option<TokenProgress>,
     /// Workers that left, were evicted or kicked (present once there is one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_worker_deaths: Option<u64>,
@@ -105,11 +108,14 @@ pub struct WorkerStatus {
 /// [`StatusReply::aggregate_stats`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AggregateStats {
-    /// Sum of `tokens_total`.
+    /// Tokens trained over the run, by every worker that reported (departed ones included).
     pub total_tokens: f64,
-    /// Sum of `step_total`.
+    /// FLOPs likewise.
+    #[serde(default)]
+    pub total_flos: f64,
+    /// Inner steps likewise.
     pub total_steps: f64,
-    /// Sum of `tok_per_sec`.
+    /// Sum of the live workers' `tok_per_sec`.
     pub tok_per_sec: f64,
     /// Mean `loss`.
     pub train_loss: Option<f64>,
@@ -117,6 +123,26 @@ pub struct AggregateStats {
     pub eval_loss: Option<f64>,
     /// Workers that reported statistics.
     pub num_reporting: usize,
+}
+
+/// [`StatusReply::token_progress`]: forgather's progress gauge (#224).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenProgress {
+    /// The run's `total_tokens`.
+    pub tokens_completed: f64,
+    /// The budget.
+    pub token_budget: u64,
+    /// `tokens_completed / token_budget`, at most 1.
+    pub fraction: f64,
+    /// Seconds the rate is measured over.
+    pub rate_window_seconds: f64,
+    /// Tokens per second over that window, not counting a worker's first report (its
+    /// catch-up); null before any other increase, 0 when training stalled.
+    pub tokens_per_second: Option<f64>,
+    /// Seconds to the budget at that rate; null when the rate is null or 0.
+    pub eta_seconds: Option<f64>,
+    /// `save_and_stop` was sent because the budget was reached.
+    pub budget_stop_sent: bool,
 }
 
 /// `/info` reply. Workers need only [`InfoReply::expected_client_settings`] and whether the
@@ -156,9 +182,18 @@ pub struct InfoReply {
     /// Outer steps completed.
     #[serde(default)]
     pub sync_round: u64,
+    /// Always null: no shared-memory backend (forgather's `shm_group_dir`).
+    #[serde(default)]
+    pub shm_group_dir: Option<String>,
+    /// Always null: no shared-memory backend (forgather's `shm_group_size`).
+    #[serde(default)]
+    pub shm_group_size: Option<u64>,
     /// Always false (dynamic local updates are not implemented).
     #[serde(default)]
     pub dylu_enabled: bool,
+    /// Always null: the base H of dynamic local updates, which are not implemented.
+    #[serde(default)]
+    pub dylu_base_sync_every: Option<u64>,
     /// Always 0 (no async grace window).
     #[serde(default)]
     pub grace_period: f64,

@@ -35,6 +35,15 @@ pub struct TrainingConfig {
     pub upload_dtype: WireDtype,
     /// Dtype parameters are sent in.
     pub download_dtype: WireDtype,
+    /// Tokens (the run's `total_tokens`) after which every registered worker is told
+    /// `save_and_stop`, once (forgather's `--token-budget`); 0: no budget.
+    /// `/control/update_token_budget` changes it while running.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub token_budget: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl Default for TrainingConfig {
@@ -48,6 +57,7 @@ impl Default for TrainingConfig {
             sync_every: 500,
             upload_dtype: WireDtype::Bf16,
             download_dtype: WireDtype::Fp32,
+            token_budget: 0,
         }
     }
 }

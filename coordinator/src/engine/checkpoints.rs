@@ -9,6 +9,8 @@ use tracing::{info, warn};
 
 use super::roster::{Roster, Worker};
 use super::round::Round;
+use super::run_stats::RunStats;
+use super::work_units::{DEFAULT_UNITS, WorkQueues};
 use super::{Coordinator, lock};
 use crate::checkpoint::{self, CheckpointMeta, Loaded, RosterEntry};
 use crate::model::ModelLayout;
@@ -21,6 +23,8 @@ pub(super) struct Resumed {
     pub roster: Roster,
     pub round: Round,
     pub state: OuterState,
+    pub work: WorkQueues,
+    pub stats: RunStats,
 }
 
 /// The run as a checkpoint left it: its workers are registered again (as `restored`, so they
@@ -44,6 +48,11 @@ pub(super) fn resume(loaded: Loaded, device: tch::Device, now: Instant) -> Resum
         workers = loaded.meta.roster.len(),
         "resumed from checkpoint"
     );
+    let (work, skipped) = WorkQueues::restore(DEFAULT_UNITS, loaded.meta.work_queues);
+    if !skipped.is_empty() {
+        warn!(queues = ?skipped, "work queues with damaged bitmaps were not restored");
+    }
+    let stats = RunStats::restore(loaded.meta.stats);
     let state = OuterState::restore(
         layout,
         &loaded.theta,
@@ -56,6 +65,8 @@ pub(super) fn resume(loaded: Loaded, device: tch::Device, now: Instant) -> Resum
         roster,
         round,
         state,
+        work,
+        stats,
     }
 }
 
@@ -93,6 +104,8 @@ impl Coordinator {
                         }),
                     })
                     .collect(),
+                work_queues: lock(&self.work).save(),
+                stats: shared.stats.save(),
             }
         };
         let started = Instant::now();

@@ -54,6 +54,9 @@ impl Coordinator {
                 })
             }
             ControlRequest::Command(command) => ControlReply::CommandQueued(self.queue(command)?),
+            ControlRequest::UpdateTokenBudget(update) => {
+                ControlReply::TokenBudgetUpdated(self.update_token_budget(update))
+            }
             ControlRequest::Shutdown => {
                 self.request_shutdown();
                 ControlReply::ShuttingDown(ShuttingDown {

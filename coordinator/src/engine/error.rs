@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::work_units::WorkError;
 use crate::identity::Forbidden;
 
 /// A refusal or failure of the round engine.
@@ -83,6 +84,9 @@ pub enum EngineError {
          or the write failed (see logs)"
     )]
     NoCheckpoint,
+    /// A work-unit request was refused.
+    #[error(transparent)]
+    Work(#[from] WorkError),
     /// The outer step itself failed (libtorch).
     #[error("the outer step failed: {0}")]
     OuterStep(#[source] tch::TchError),

@@ -19,15 +19,19 @@
 mod checkpoints;
 mod closing;
 mod control;
+mod dispatch;
 mod error;
 mod published;
 mod registration;
 pub mod roster;
 pub mod round;
+pub mod run_stats;
 mod status;
 #[cfg(test)]
 mod test_support;
+mod token_budget;
 mod uploads;
+pub mod work_units;
 
 pub use error::EngineError;
 pub use published::Published;
@@ -44,6 +48,8 @@ use tokio::sync::watch;
 
 use roster::Roster;
 use round::Round;
+use run_stats::RunStats;
+use work_units::WorkQueues;
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::checkpoint::Loaded;
@@ -75,6 +81,12 @@ pub(crate) struct Shared {
     /// The worker whose upload, the round's first, is being stored into the accumulator as
     /// it arrives. While it streams nothing else is folded (and the round cannot close).
     stream_owner: Option<String>,
+    /// Totals over every worker that ever reported, and their history.
+    stats: RunStats,
+    /// Tokens after which every worker is told `save_and_stop` (0: none).
+    token_budget: u64,
+    /// That was done (not saved: a restart over budget tells them again).
+    budget_stop_sent: bool,
 }
 
 /// The coordinator's state and operations. Cheap to share behind an `Arc`.
@@ -82,6 +94,8 @@ pub struct Coordinator {
     config: Config,
     device: tch::Device,
     shared: Mutex<Shared>,
+    /// Work-unit queues. Their own lock (taken alone, or after `shared`), as in forgather.
+    work: Mutex<WorkQueues>,
     tensors: Mutex<Option<OuterState>>,
     published: watch::Sender<Option<Arc<Published>>>,
     staging: Arc<StagingPool>,
@@ -134,6 +148,8 @@ impl Coordinator {
         let mut roster = Roster::default();
         let mut state = None;
         let mut last_checkpoint_round = None;
+        let mut work = WorkQueues::default();
+        let mut stats = RunStats::default();
         if let Some(loaded) = restored {
             let resumed = checkpoints::resume(loaded, device, now);
             optimizer = resumed.optimizer;
@@ -141,6 +157,8 @@ impl Coordinator {
             round = resumed.round;
             last_checkpoint_round = Some(round.number);
             state = Some(resumed.state);
+            work = resumed.work;
+            stats = resumed.stats;
         } else if let Some(upload) = initial
             && let Some(layout) = upload.layout.clone().map(Arc::new)
         {
@@ -160,10 +178,14 @@ impl Coordinator {
             last_publish_seconds: None,
             last_checkpoint_round,
             stream_owner: None,
+            stats,
+            token_budget: config.training.token_budget,
+            budget_stop_sent: false,
         };
         let coordinator = Arc::new(Self {
             device,
             shared: Mutex::new(shared),
+            work: Mutex::new(work),
             tensors: Mutex::new(None),
             published: watch::Sender::new(None),
             staging: StagingPool::new(config.limits.staged_uploads),

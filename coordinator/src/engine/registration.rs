@@ -10,11 +10,12 @@ use diloco_contract::api::{
     HeartbeatReply, HeartbeatRequest, RegisterRequest, ReplyStatus, valid_worker_id,
 };
 use jiff::Timestamp;
+use serde_json::json;
 use tracing::{info, warn};
 
 use super::roster::Worker;
 use super::{Coordinator, EngineError, Published, lock};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, bounded};
 use crate::identity::Caller;
 use crate::model::ModelLayout;
 
@@ -30,10 +31,10 @@ pub enum Departure {
 }
 
 impl Departure {
-    /// The audit event.
-    fn event(self) -> &'static str {
+    /// The `reason` of its `eviction` audit record.
+    fn reason(self) -> &'static str {
         match self {
-            Departure::Evicted => "eviction",
+            Departure::Evicted => "heartbeat_timeout",
             Departure::Deregistered => "deregister",
             Departure::Kicked => "kick",
         }
@@ -140,6 +141,9 @@ impl Coordinator {
                 worker.command
             }
         };
+        if request.stats.is_some() {
+            self.record_run_stats(&mut shared, &request.worker_id);
+        }
         Ok(HeartbeatReply {
             status: ReplyStatus::Ok,
             sync_round: round,
@@ -157,6 +161,19 @@ impl Coordinator {
         worker_id: &str,
         caller: &Caller,
     ) -> Result<(), EngineError> {
+        // forgather records every deregistration, even of an unknown id, and the death path
+        // then records the `eviction` of a worker that was registered. A caller refused (403)
+        // is recorded as `forbidden` by the HTTP layer instead, so it is checked first (and
+        // again, under the same lock as the removal, by `remove_worker`).
+        if let Some(worker) = lock(&self.shared).roster.workers.get(worker_id) {
+            caller.check_may_remove(worker_id, worker.owner.as_deref())?;
+        }
+        self.audit(
+            AuditRecord::new("deregister")
+                // Any id is answered (forgather's), so a client-chosen one is cut to size.
+                .worker(bounded(worker_id))
+                .caller(Some(caller.identity().to_string())),
+        );
         let removed = self.remove_worker(worker_id, Departure::Deregistered, Some(caller))?;
         if removed {
             self.close_round_if_ready_in_background();
@@ -191,11 +208,19 @@ impl Coordinator {
             .len()
             .max(self.config.training.min_workers);
         let round = shared.round.number;
+        // forgather's `eviction` record (the death path's, whatever triggered it).
         self.audit(
-            AuditRecord::new(why.event())
+            AuditRecord::new("eviction")
                 .worker(worker_id)
                 .round(round)
-                .caller(caller.map(|c| c.identity().to_string())),
+                .caller(caller.map(|c| c.identity().to_string()))
+                .details(json!({
+                    "trigger_worker_id": worker_id,
+                    "evicted": [worker_id],
+                    "group_id": null,
+                    "remaining": shared.roster.workers.len(),
+                    "reason": why.reason(),
+                })),
         );
         if why == Departure::Evicted {
             self.metrics.evictions.inc();

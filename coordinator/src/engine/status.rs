@@ -1,13 +1,18 @@
 //! `/status`, `/info` and `/known_workers`: forgather's field names, plus ours.
 
+use diloco_contract::api::stats::MAX_MAX_POINTS;
 use diloco_contract::api::{
     AggregateStats, ExpectedClientSettings, InfoOuterOptimizer, InfoReply, KnownWorker,
-    KnownWorkersReply, StatusReply, WIRE_FORMAT, WorkerStatus,
+    KnownWorkersReply, StatsHistoryReply, StatsRecord, StatusReply, WIRE_FORMAT, WorkerStatus,
 };
 use diloco_contract::config::TrainingMode;
+use std::time::Instant;
+
+use jiff::Timestamp;
 
 use super::roster::Roster;
-use super::{Coordinator, lock};
+use super::run_stats::Totals;
+use super::{Coordinator, Shared, lock};
 use crate::wire::dtype::WireDtype;
 
 impl Coordinator {
@@ -61,7 +66,8 @@ impl Coordinator {
             last_outer_step_seconds: shared.last_outer_step_seconds,
             last_publish_seconds: shared.last_publish_seconds,
             device: crate::device::describe(self.device),
-            aggregate_stats: aggregate_stats(&shared.roster),
+            aggregate_stats: aggregate_stats(&shared.roster, shared.stats.totals()),
+            token_progress: self.token_progress(&shared),
             total_worker_deaths: (shared.total_worker_deaths > 0)
                 .then_some(shared.total_worker_deaths),
         }
@@ -91,7 +97,10 @@ impl Coordinator {
             model_hash: self.model_hash(layout),
             parameters_initialized: layout.is_some(),
             sync_round: shared.round.number,
+            shm_group_dir: None,
+            shm_group_size: None,
             dylu_enabled: false,
+            dylu_base_sync_every: None,
             grace_period: 0.0,
             settings_authority: "server".into(),
             expected_client_settings: ExpectedClientSettings {
@@ -138,8 +147,9 @@ impl Coordinator {
     }
 }
 
-/// Sums and means over the workers' latest statistics.
-fn aggregate_stats(roster: &Roster) -> AggregateStats {
+/// The run's totals (departed workers included) and, over the live workers' latest reports,
+/// throughput sums and loss means.
+fn aggregate_stats(roster: &Roster, totals: Totals) -> AggregateStats {
     let values = |key: &str| -> Vec<f64> {
         roster
             .workers
@@ -147,15 +157,15 @@ fn aggregate_stats(roster: &Roster) -> AggregateStats {
             .filter_map(|w| w.stats.get(key).copied())
             .collect()
     };
-    let sum = |key: &str| values(key).iter().fold(0.0, |a, b| a + b);
     let mean = |key: &str| {
         let v = values(key);
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
     AggregateStats {
-        total_tokens: sum("tokens_total"),
-        total_steps: sum("step_total"),
-        tok_per_sec: sum("tok_per_sec"),
+        total_tokens: totals.tokens,
+        total_flos: totals.flos,
+        total_steps: totals.steps,
+        tok_per_sec: values("tok_per_sec").iter().sum(),
         train_loss: mean("loss"),
         eval_loss: mean("eval_loss"),
         num_reporting: roster
@@ -163,6 +173,40 @@ fn aggregate_stats(roster: &Roster) -> AggregateStats {
             .values()
             .filter(|w| !w.stats.is_empty())
             .count(),
+    }
+}
+
+impl Coordinator {
+    /// `/stats_history`: at most `max_points` records (clamped to 1..=[`MAX_MAX_POINTS`]).
+    pub fn stats_history(&self, max_points: usize) -> StatsHistoryReply {
+        lock(&self.shared)
+            .stats
+            .history(max_points.clamp(1, MAX_MAX_POINTS))
+    }
+
+    /// Adds a worker's latest statistics to the run's totals, and a history point when the
+    /// run's step count advanced.
+    pub(super) fn record_run_stats(&self, shared: &mut Shared, worker_id: &str) {
+        let Some(reported) = shared.roster.workers.get(worker_id).map(|w| &w.stats) else {
+            return;
+        };
+        let advanced = shared.stats.report(worker_id, reported, Instant::now());
+        self.check_token_budget(shared);
+        if !advanced {
+            return;
+        }
+        let aggregate = aggregate_stats(&shared.roster, shared.stats.totals());
+        shared.stats.record(StatsRecord {
+            ts: Timestamp::now().to_string(),
+            sync_round: shared.round.number,
+            total_tokens: aggregate.total_tokens,
+            total_flos: aggregate.total_flos,
+            total_steps: aggregate.total_steps,
+            tok_per_sec: aggregate.tok_per_sec,
+            train_loss: aggregate.train_loss,
+            eval_loss: aggregate.eval_loss,
+            num_reporting: aggregate.num_reporting,
+        });
     }
 }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use diloco_contract::api::{ErrorBody, ErrorKind};
 
 use crate::engine::EngineError;
+use crate::engine::work_units::WorkError;
 use crate::upload::UploadError;
 
 /// A refused request.
@@ -79,6 +80,7 @@ impl From<EngineError> for ApiError {
                 (StatusCode::CONFLICT, Some(ErrorKind::DuplicateSubmission))
             }
             E::RoundTimeout { .. } | E::PublishTimeout => (StatusCode::GATEWAY_TIMEOUT, None),
+            E::Work(work) => (work_status(work), None),
             E::Stopped | E::OuterStep(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         Self {
@@ -86,6 +88,15 @@ impl From<EngineError> for ApiError {
             kind,
             message: error.to_string(),
         }
+    }
+}
+
+/// forgather's statuses for work-unit refusals (reference §2.4).
+fn work_status(error: &WorkError) -> StatusCode {
+    match error {
+        WorkError::Invalid(_) | WorkError::UnitOutOfRange { .. } => StatusCode::BAD_REQUEST,
+        WorkError::NoQueue { .. } => StatusCode::NOT_FOUND,
+        WorkError::LengthMismatch { .. } | WorkError::TooManyQueues => StatusCode::CONFLICT,
     }
 }
 

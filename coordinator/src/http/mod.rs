@@ -8,14 +8,15 @@ mod body_limits;
 mod bulk_advert;
 mod control;
 mod model_def;
+mod python_json;
 mod tensors;
+mod work;
 mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -123,6 +124,12 @@ pub fn router(
             )),
         )
         .route(api::METRICS, get(metrics))
+        .route(api::STATS_HISTORY, get(work::stats_history))
+        .route(api::DATASETS_REGISTER, post(work::register_dataset))
+        .route(api::WORK_REQUEST, post(work::request_unit))
+        .route(api::WORK_COMPLETE, post(work::complete_unit))
+        .route(api::WORK_QUEUES, get(work::queues))
+        .route(api::WORK_QUEUE, get(work::queue))
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn_with_state(
             BodyLimits {
@@ -259,7 +266,7 @@ fn caller(extensions: &Extensions) -> Result<&Caller, ApiError> {
 }
 
 /// Parses a JSON body; an empty body counts as `{}` where `T` allows it.
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {

@@ -10,6 +10,7 @@ use diloco_contract::api::{
 use serde_json::json;
 
 use super::api_error::ApiError;
+use super::python_json::non_finite_as_null;
 use super::tensors::tensor_response;
 use super::{App, audit_if_forbidden, audit_record, caller, parse_json};
 use crate::audit::bounded;
@@ -50,7 +51,8 @@ pub async fn heartbeat(
     extensions: Extensions,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: HeartbeatRequest = parse_json(&body)?;
+    // forgather's workers may send NaN/Infinity in their statistics (Python's json.dumps).
+    let request: HeartbeatRequest = parse_json(&non_finite_as_null(&body))?;
     let reply = app
         .engine
         .heartbeat(request, caller(&extensions)?)

@@ -18,15 +18,18 @@ mod operator_rbac;
 mod tenant_boundary;
 
 // Real coordinator processes over loopback: training, faults, authentication, roles, TLS,
-// hostile and bad input, the bulk plane.
+// hostile and bad input, the bulk plane, forgather's protocol details, work-unit dispatch and
+// run statistics.
 mod coordinator_auth;
 mod coordinator_bad_input;
 mod coordinator_bulk;
 mod coordinator_faults;
 mod coordinator_hostile;
+mod coordinator_parity;
 mod coordinator_roles;
 mod coordinator_tls;
 mod coordinator_training;
+mod coordinator_work_units;
 
 // No server at all: the chart as rendered, and how binaries find libtorch.
 mod helm_chart;

@@ -17,7 +17,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use diloco_contract::api::{BEARER_CHALLENGE, ErrorKind, HEALTH};
+use diloco_contract::api::{
+    AUTH_REALM, AuthRefusalBody, BEARER_CHALLENGE, BEARER_SCHEME, ErrorKind, HEALTH,
+};
 use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
@@ -77,15 +79,35 @@ pub struct AdminGate {
     pub audit: Arc<AuditLog>,
 }
 
+/// A refusal with forgather's challenge: `WWW-Authenticate` and the realm in the body.
 fn refusal(status: StatusCode, reason: &str) -> Response {
-    let mut response = ApiError::new(status, reason)
-        .kind(ErrorKind::Auth)
-        .into_response();
+    let body = AuthRefusalBody {
+        error: ApiError::new(status, reason).kind(ErrorKind::Auth).body(),
+        realm: AUTH_REALM.to_string(),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(BEARER_CHALLENGE),
     );
     response
+}
+
+/// Why a request without a usable bearer token is refused (the 401's message).
+const MISSING: &str = "missing bearer token";
+const MALFORMED: &str = "malformed Authorization header: expected `Bearer <token>`";
+const INVALID: &str = "invalid or expired bearer token";
+
+/// A refusal's reason as the audit log records it: a code for the bearer refusals, so that
+/// the log never holds the word `bearer` (forgather's test of a log free of credentials, §6
+/// item 37), and the bounded text for certificate refusals.
+fn audited_reason(reason: &str) -> String {
+    match reason {
+        MISSING => "missing_credential".into(),
+        MALFORMED => "malformed_authorization".into(),
+        INVALID => "invalid_token".into(),
+        other => bounded(other),
+    }
 }
 
 /// Middleware: every path but `/health` needs a credential; the [`Caller`] it makes is put
@@ -111,7 +133,7 @@ pub async fn authenticate(
         audit.record(
             AuditRecord::new("auth_failure")
                 .remote(remote)
-                .details(json!({"path": bounded(path), "reason": reason})),
+                .details(json!({"path": bounded(path), "reason": audited_reason(reason)})),
         );
         refusal(StatusCode::UNAUTHORIZED, reason)
     };
@@ -141,19 +163,18 @@ pub async fn authenticate(
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         return response;
     }
-    let malformed = "malformed Authorization header: expected `Bearer <token>`";
     let caller = match request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::to_str)
     {
-        None => Err("missing bearer token"),
-        Some(Err(_)) => Err(malformed),
-        Some(Ok(value)) => match value.strip_prefix("Bearer ") {
-            None => Err(malformed),
+        None => Err(MISSING),
+        Some(Err(_)) => Err(MALFORMED),
+        Some(Ok(value)) => match bearer_token(value) {
+            None => Err(MALFORMED),
             Some(token) => credentials
-                .token_caller(token.trim(), Timestamp::now())
-                .ok_or("invalid or expired bearer token"),
+                .token_caller(token, Timestamp::now())
+                .ok_or(INVALID),
         },
     };
     match caller {
@@ -168,6 +189,14 @@ pub async fn authenticate(
             refused(reason, request.uri().path())
         }
     }
+}
+
+/// The token of `Bearer <token>`, the scheme in any case (`bearer`, `BEARER`), as RFC 9110
+/// and forgather read it; `None` for another scheme or no token.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case(BEARER_SCHEME) && !token.is_empty()).then_some(token)
 }
 
 /// Middleware for a listener without authentication (`auth.disabled`): everyone is the

@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::engine::Coordinator;
 use crate::tls::ClientCertificate;
 
+use super::bearer_token;
+
 const WORKER_TOKEN: &str = "worker-secret-1";
 const ADMIN_TOKEN: &str = "admin-secret-1";
 
@@ -222,4 +224,16 @@ async fn each_listener_has_a_failure_limiter_of_its_own() {
     )
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+/// The scheme is read without regard to case (forgather's `bearer x`, `BEARER x`); another
+/// scheme, or a scheme without a token, is no bearer token.
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    for header in ["Bearer tok", "bearer tok", "BEARER tok", "BeArEr  tok "] {
+        assert_eq!(bearer_token(header), Some("tok"), "{header}");
+    }
+    for header in ["Basic tok", "Bearer", "Bearer ", "Bearertok", "tok"] {
+        assert_eq!(bearer_token(header), None, "{header}");
+    }
 }

@@ -115,6 +115,8 @@ fn training(spec: &DiLoCoServerSpec) -> Result<TrainingConfig> {
         sync_every: count("training.syncEvery", training.sync_every)?,
         upload_dtype: training.upload_dtype.into(),
         download_dtype: training.download_dtype.into(),
+        // Not in the custom resource yet: set at run time with /control/update_token_budget.
+        token_budget: 0,
     })
 }
 
