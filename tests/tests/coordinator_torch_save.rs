@@ -237,3 +237,100 @@ async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
     let third = h.observe().await;
     assert_eq!(third.round, after.round + 1);
 }
+
+/// The codec of tensor responses: `/info` announces `training.wire_format`, responses use it
+/// unless the request names another with `?wire_format=`, and both carry the same tensors.
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_use_the_announced_codec_unless_the_request_names_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8]), ("b".into(), vec![8])]).unwrap();
+    let initial: Vec<f32> = (0..40).map(|i| i as f32 / 10.0).collect();
+    let blob = safetensors::encode(&layout, &initial, WireDtype::Fp32, &BTreeMap::new());
+    std::fs::write(dir.path().join("init.safetensors"), &blob).unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path(),
+        "model: {initial_parameters: init.safetensors}\n\
+         training: {min_workers: 1, heartbeat_timeout_seconds: 300, wire_format: pickle}\n",
+    );
+    let http = diloco_tests::http_client();
+    let url = &coordinator.url;
+    let info: Value = http
+        .get(format!("{url}/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["expected_client_settings"]["wire_format"], "pickle");
+    let get = |query: &'static str| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let response = http
+                .get(format!("{url}/global_params{query}"))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.bytes().await.unwrap().to_vec(),
+            )
+        }
+    };
+    let (status, announced) = get("").await;
+    assert_eq!(status, 200);
+    assert!(
+        announced.starts_with(torch_save::MAGIC),
+        "pickle by default"
+    );
+    let (status, pickle) = get("?wire_format=pickle").await;
+    assert_eq!((status, &pickle), (200, &announced));
+    let (status, safetensors_reply) = get("?wire_format=safetensors").await;
+    assert_eq!(status, 200);
+    // The published safetensors carry metadata (round, format) of their own: compare tensors.
+    assert_eq!(
+        tensors_of(&safetensors_reply),
+        tensors_of(&blob),
+        "the initial parameters"
+    );
+    // The archive holds the same tensors, byte for byte, in the download dtype.
+    let tensors = torch_save::read(&pickle, &Default::default()).unwrap();
+    let blob = safetensors_reply;
+    let n = safetensors::header_length(&blob).unwrap().unwrap();
+    let header = safetensors::parse_header(&blob[8..8 + n]).unwrap();
+    assert_eq!(tensors.len(), header.tensors.len());
+    for (t, e) in tensors.iter().zip(&header.tensors) {
+        assert_eq!(
+            (&t.name, t.dtype.safetensors_name(), &t.shape),
+            (&e.name, e.dtype.as_str(), &e.shape)
+        );
+        assert_eq!(t.bytes(&pickle), &blob[8 + n..][e.data.clone()]);
+    }
+    let (status, _) = get("?wire_format=yaml").await;
+    assert_eq!(status, 400);
+    // /register answers in the codec asked for as well.
+    let registered = http
+        .post(format!("{url}/register?wire_format=safetensors"))
+        .json(&serde_json::json!({"worker_id": "w1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    assert_eq!(
+        tensors_of(&registered.bytes().await.unwrap()),
+        tensors_of(&blob)
+    );
+}
+
+/// `(name, dtype, shape, bytes)` of every tensor of a safetensors blob.
+fn tensors_of(blob: &[u8]) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+    let n = safetensors::header_length(blob).unwrap().unwrap();
+    let header = safetensors::parse_header(&blob[8..8 + n]).unwrap();
+    let data = &blob[8 + n..];
+    header
+        .tensors
+        .into_iter()
+        .map(|t| (t.name, t.dtype, t.shape, data[t.data].to_vec()))
+        .collect()
+}

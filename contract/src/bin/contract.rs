@@ -9,8 +9,8 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use diloco_contract::wire::safetensors::{header_length, pad_header, parse_header};
-use diloco_contract::wire::torch_save::{self, ReadLimits, StorageDtype, TensorToWrite};
+use diloco_contract::wire::safetensors::pad_header;
+use diloco_contract::wire::torch_save::{self, ReadLimits};
 
 fn main() -> ExitCode {
     let result = match std::env::args().nth(1).as_deref() {
@@ -72,30 +72,5 @@ fn torch_save_to_safetensors(archive: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Reads safetensors and writes the same tensors with the contract's `torch.save` writer.
 fn safetensors_to_torch_save(blob: &[u8]) -> Result<Vec<u8>, String> {
-    let n = header_length(blob)
-        .map_err(|e| e.to_string())?
-        .ok_or("truncated safetensors header length")?;
-    let json = blob.get(8..8 + n).ok_or("truncated safetensors header")?;
-    let header = parse_header(json).map_err(|e| e.to_string())?;
-    let data = &blob[8 + n..];
-    let tensors = header
-        .tensors
-        .iter()
-        .map(|t| {
-            let dtype = StorageDtype::ALL
-                .into_iter()
-                .find(|d| d.safetensors_name() == t.dtype)
-                .ok_or_else(|| format!("dtype {} has no torch.save storage here", t.dtype))?;
-            let bytes = data
-                .get(t.data.clone())
-                .ok_or_else(|| format!("tensor {} is truncated", t.name))?;
-            Ok(TensorToWrite {
-                name: &t.name,
-                dtype,
-                shape: &t.shape,
-                data: bytes,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(torch_save::write(&tensors))
+    torch_save::from_safetensors(blob)
 }

@@ -24,7 +24,7 @@ mod tests;
 
 pub use dtype::StorageDtype;
 pub use tensor::TensorBytes;
-pub use writer::{ARCHIVE_FOLDER, TensorToWrite, encode, encode_into, write};
+pub use writer::{ARCHIVE_FOLDER, TensorToWrite, encode, encode_into, from_safetensors, write};
 
 use super::safetensors::{SafetensorsHeader, TensorEntry};
 

@@ -38,6 +38,38 @@ pub fn write(tensors: &[TensorToWrite<'_>]) -> Vec<u8> {
     out
 }
 
+/// The tensors of a safetensors blob written as a `torch.save` archive (same names, dtypes,
+/// shapes and bytes): how a response already encoded in safetensors is served as pickle.
+pub fn from_safetensors(blob: &[u8]) -> Result<Vec<u8>, String> {
+    use crate::wire::safetensors::{header_length, parse_header};
+    let n = header_length(blob)
+        .map_err(|e| e.to_string())?
+        .ok_or("truncated safetensors header length")?;
+    let json = blob.get(8..8 + n).ok_or("truncated safetensors header")?;
+    let header = parse_header(json).map_err(|e| e.to_string())?;
+    let data = &blob[8 + n..];
+    let tensors = header
+        .tensors
+        .iter()
+        .map(|t| {
+            let dtype = StorageDtype::ALL
+                .into_iter()
+                .find(|d| d.safetensors_name() == t.dtype)
+                .ok_or_else(|| format!("dtype {} has no torch.save storage here", t.dtype))?;
+            let bytes = data
+                .get(t.data.clone())
+                .ok_or_else(|| format!("tensor {} is truncated", t.name))?;
+            Ok(TensorToWrite {
+                name: &t.name,
+                dtype,
+                shape: &t.shape,
+                data: bytes,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(write(&tensors))
+}
+
 /// Encodes the flat fp32 `values` laid out by `layout` as a `torch.save` archive in `dtype`
 /// (the pickle twin of [`crate::wire::safetensors::encode`]).
 pub fn encode(layout: &ModelLayout, values: &[f32], dtype: WireDtype) -> Vec<u8> {

@@ -13,7 +13,8 @@ use diloco_contract::config::{
 use diloco_contract::credentials::{CA_CERT, TLS_CERT, TLS_KEY};
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use diloco_crds::{AuthMode, ClientAuth, DiLoCoServerSpec};
+use diloco_contract::wire::frame::PayloadFormat;
+use diloco_crds::{AuthMode, ClientAuth, DiLoCoServerSpec, WireFormat};
 
 use crate::error::{Error, Result};
 use crate::names::{CLIENTS_KEY, CONFIG_KEY, Component, paths};
@@ -98,6 +99,10 @@ fn training(spec: &DiLoCoServerSpec) -> Result<TrainingConfig> {
         sync_every: count("training.syncEvery", training.sync_every)?,
         upload_dtype: training.upload_dtype.into(),
         download_dtype: training.download_dtype.into(),
+        wire_format: match training.wire_format {
+            WireFormat::Safetensors => PayloadFormat::Safetensors,
+            WireFormat::Pickle => PayloadFormat::Pickle,
+        },
     })
 }
 
