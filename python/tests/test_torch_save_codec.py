@@ -13,11 +13,16 @@ import io
 import subprocess
 import zipfile
 
+import httpx
 import pytest
 import safetensors.torch
 import torch
+from harness import Processes, binary
 
-from harness import binary
+from diloco import protocol
+from diloco.client import CoordinatorClient
+from diloco.credentials import Credentials
+from diloco.wire import WireDtype, encode_frame
 
 DTYPES = [
     torch.float64,
@@ -140,3 +145,30 @@ def test_a_pickle_that_would_run_code_is_refused_by_name() -> None:
     assert result.returncode != 0
     assert b"posix.system" in result.stderr or b"os.system" in result.stderr, result.stderr
     assert b"pwned" not in result.stdout
+
+
+def test_the_sdk_works_with_a_coordinator_announcing_pickle_whose_replies_torch_loads(
+    processes: Processes,
+) -> None:
+    """``training.wire_format: pickle``: ``/info`` announces it, a plain request (as a
+    forgather worker sends it) gets a ``torch.save`` archive that ``torch.load(weights_only=True)``
+    reads, and the SDK, which asks for safetensors, still gets safetensors."""
+    coordinator = processes.coordinator("training: {min_workers: 1, wire_format: pickle}\n")
+    client = CoordinatorClient(Credentials(url=coordinator.url))
+    initial = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "b": torch.tensor([0.5, -2.0]),
+    }
+    client.init_params(encode_frame("w0", initial, WireDtype.FP32))
+    info = httpx.get(f"{coordinator.url}{protocol.INFO}", timeout=30).json()
+    assert info["expected_client_settings"]["wire_format"] == "pickle"
+    client.info()  # the SDK accepts a pickle-announcing coordinator
+    blob = client.global_params()
+    decoded = safetensors.torch.load(blob.data)
+    assert all(torch.equal(decoded[name], value) for name, value in initial.items())
+    plain = httpx.get(f"{coordinator.url}{protocol.GLOBAL_PARAMS}", timeout=30)
+    assert plain.status_code == 200
+    loaded = torch.load(io.BytesIO(plain.content), map_location="cpu", weights_only=True)
+    assert set(loaded) == set(initial)
+    for name, value in initial.items():
+        assert bit_equal(loaded[name], value), name
