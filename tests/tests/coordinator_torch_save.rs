@@ -321,6 +321,17 @@ async fn responses_use_the_announced_codec_unless_the_request_names_another() {
         tensors_of(&registered.bytes().await.unwrap()),
         tensors_of(&blob)
     );
+    // The Rust client asks for safetensors whatever is announced.
+    let client =
+        diloco_client::CoordinatorClient::new(diloco_client::ClientConfig::new(url)).unwrap();
+    let params = client.global_params().await.unwrap();
+    assert_eq!(tensors_of(&params.bytes), tensors_of(&blob));
+    let registration = diloco_client::contract::api::RegisterRequest {
+        worker_id: "w2".into(),
+        ..Default::default()
+    };
+    let params = client.register(&registration).await.unwrap();
+    assert_eq!(tensors_of(&params.bytes), tensors_of(&blob));
 }
 
 /// `(name, dtype, shape, bytes)` of every tensor of a safetensors blob.
