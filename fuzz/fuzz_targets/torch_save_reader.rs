@@ -11,6 +11,7 @@ const LIMITS: ReadLimits = ReadLimits {
     max_tensor_bytes: 1 << 20,
     max_entries: 1 << 12,
     max_pickle_bytes: 1 << 20,
+    max_pickle_values: 1 << 16,
 };
 
 fuzz_target!(|data: &[u8]| {

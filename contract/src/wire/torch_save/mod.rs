@@ -83,6 +83,9 @@ pub struct ReadLimits {
     pub max_entries: usize,
     /// Largest `data.pkl` read.
     pub max_pickle_bytes: usize,
+    /// Most objects, stack and memo entries the pickle reader holds at once (about ten per
+    /// tensor are needed).
+    pub max_pickle_values: usize,
 }
 
 impl Default for ReadLimits {
@@ -91,6 +94,7 @@ impl Default for ReadLimits {
             max_tensor_bytes: 64 << 30,
             max_entries: 1 << 20,
             max_pickle_bytes: 256 << 20,
+            max_pickle_values: 1 << 23,
         }
     }
 }
@@ -146,7 +150,7 @@ pub fn read(archive: &[u8], limits: &ReadLimits) -> Result<Vec<TorchSaveTensor>,
             limits.max_pickle_bytes
         )));
     }
-    let views = unpickler::unpickle(&archive[pickle])?;
+    let views = unpickler::unpickle(&archive[pickle], limits.max_pickle_values)?;
     // Every view is checked, and the total held against the limit, before any is gathered.
     let mut planned = Vec::with_capacity(views.len());
     let mut total = 0u64;

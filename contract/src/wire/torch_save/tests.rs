@@ -351,6 +351,23 @@ fn truncated_and_memo_abusing_pickles_are_refused() {
 }
 
 #[test]
+fn pickles_of_many_tiny_objects_are_held_to_the_value_limit() {
+    // One byte per EMPTY_TUPLE would be ~40 bytes each in memory: bounded by count instead.
+    let mut pickle = P::new().0;
+    pickle.extend(std::iter::repeat_n(op::EMPTY_TUPLE, 10_000));
+    let archive = archive_with(&pickle, &[]);
+    let tight = ReadLimits {
+        max_pickle_values: 1000,
+        ..limits()
+    };
+    let error = read(&archive, &tight).unwrap_err();
+    assert!(
+        error.to_string().contains("more than 1000 values"),
+        "{error}"
+    );
+}
+
+#[test]
 fn big_endian_archives_are_refused() {
     let pickle = P::new().dict_of(|p| p);
     let mut out = Vec::new();

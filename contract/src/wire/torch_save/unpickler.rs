@@ -79,9 +79,15 @@ fn malformed(problem: impl Into<String>) -> TorchSaveError {
     TorchSaveError::Pickle(problem.into())
 }
 
-/// Reads `data.pkl` into `(name, tensor)` pairs in the dict's order.
-pub fn unpickle(pickle: &[u8]) -> Result<Vec<(String, TensorView)>, TorchSaveError> {
+/// Reads `data.pkl` into `(name, tensor)` pairs in the dict's order, holding at most
+/// `max_values` objects, stack entries and memo entries together (each takes a few dozen
+/// bytes, so a pickle of one-byte opcodes cannot make us hold fifty times its size).
+pub fn unpickle(
+    pickle: &[u8],
+    max_values: usize,
+) -> Result<Vec<(String, TensorView)>, TorchSaveError> {
     let mut machine = Machine {
+        max_values,
         pickle,
         position: 0,
         stack: Vec::new(),
@@ -94,6 +100,7 @@ pub fn unpickle(pickle: &[u8]) -> Result<Vec<(String, TensorView)>, TorchSaveErr
 }
 
 struct Machine<'a> {
+    max_values: usize,
     pickle: &'a [u8],
     position: usize,
     stack: Vec<Value>,
@@ -204,6 +211,14 @@ impl Machine<'_> {
     fn run(&mut self) -> Result<Value, TorchSaveError> {
         loop {
             let at = self.position;
+            if self.objects.len() + self.stack.len() + self.memo.len() + self.marks.len()
+                > self.max_values
+            {
+                return Err(malformed(format!(
+                    "more than {} values at byte {at} (a state dict needs about ten per tensor)",
+                    self.max_values
+                )));
+            }
             let opcode = *self
                 .pickle
                 .get(at)
