@@ -572,3 +572,6 @@ impl UploadReceiver {
         })
     }
 }
+
+#[cfg(test)]
+mod torch_save_tests;
