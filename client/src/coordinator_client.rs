@@ -7,7 +7,7 @@ use bytes::Bytes;
 use diloco_contract::api::{
     self, BULK_URL_HEADER, ControlAction, ErrorBody, ErrorKind, HeartbeatReply, HeartbeatRequest,
     InfoReply, KnownWorkersReply, OkReply, ROUND_HEADER, RegisterRequest, StatusReply,
-    TENSOR_CONTENT_TYPE, WorkerRef,
+    TENSOR_CONTENT_TYPE, WIRE_FORMAT, WIRE_FORMAT_QUERY, WorkerRef,
 };
 use diloco_contract::env;
 use serde::Serialize;
@@ -270,6 +270,11 @@ impl CoordinatorClient {
         format!("{}{path}", self.config.url)
     }
 
+    /// `url` asking for a safetensors tensor response, whatever codec `/info` announces.
+    fn safetensors_reply(url: String) -> String {
+        format!("{url}?{WIRE_FORMAT_QUERY}={WIRE_FORMAT}")
+    }
+
     /// The URL of a bulk path (on the bulk plane when the coordinator advertised one), and
     /// whether the bearer may go with it: never to a cleartext bulk plane.
     fn bulk(&self, path: &str) -> (String, bool) {
@@ -528,7 +533,12 @@ impl CoordinatorClient {
         &self,
         registration: &RegisterRequest,
     ) -> Result<ParamsBlob, ClientError> {
-        let response = self.post_json(api::REGISTER, registration).await?;
+        let request = self
+            .http
+            .post(Self::safetensors_reply(self.url(api::REGISTER)))
+            .timeout(self.config.request_timeout)
+            .json(registration);
+        let response = self.send(api::REGISTER, request).await?;
         self.learn_bulk_url(&response);
         self.params(api::REGISTER, response).await
     }
@@ -553,7 +563,9 @@ impl CoordinatorClient {
     pub async fn global_params(&self) -> Result<ParamsBlob, ClientError> {
         let response = self
             .send_bulk(api::GLOBAL_PARAMS, |url| {
-                self.http.get(url).timeout(self.config.request_timeout)
+                self.http
+                    .get(Self::safetensors_reply(url))
+                    .timeout(self.config.request_timeout)
             })
             .await?;
         self.params(api::GLOBAL_PARAMS, response).await
@@ -564,7 +576,7 @@ impl CoordinatorClient {
         let response = self
             .send_bulk(api::SUBMIT_PSEUDOGRAD, |url| {
                 self.http
-                    .post(url)
+                    .post(Self::safetensors_reply(url))
                     .timeout(self.config.submit_timeout)
                     .header(reqwest::header::CONTENT_TYPE, TENSOR_CONTENT_TYPE)
                     .body(frame.clone())
@@ -577,7 +589,7 @@ impl CoordinatorClient {
     pub async fn init_params(&self, frame: Bytes) -> Result<ParamsBlob, ClientError> {
         let request = self
             .http
-            .post(self.url(api::INIT_PARAMS))
+            .post(Self::safetensors_reply(self.url(api::INIT_PARAMS)))
             .timeout(self.config.submit_timeout)
             .body(frame);
         let response = self.send(api::INIT_PARAMS, request).await?;

@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use diloco_contract::api::{
-    ErrorKind, HeartbeatRequest, RegisterRequest, RelayedCommand, WIRE_FORMAT,
-};
+use diloco_contract::api::{ErrorKind, HeartbeatRequest, RegisterRequest, RelayedCommand};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -34,7 +32,7 @@ pub enum WorkerError {
     Tensor(#[from] TensorError),
     #[error("the coordinator's parameters do not match this model: {0}")]
     ModelMismatch(String),
-    #[error("the coordinator wants wire format {0}; this client speaks safetensors")]
+    #[error("the coordinator announces wire format {0}, which this client does not know")]
     WireFormat(String),
     #[error("gave up after {0:?} without reaching the coordinator: {1}")]
     GaveUp(Duration, ClientError),
@@ -121,7 +119,9 @@ impl DilocoWorker {
         let client = Arc::new(client);
         let info = client.with_retries(|| client.info()).await?;
         let settings = info.expected_client_settings;
-        if settings.wire_format != WIRE_FORMAT {
+        // Every tensor request asks for safetensors (`?wire_format=`), so either announced
+        // codec works; an unknown one means a newer protocol.
+        if PayloadFormat::parse(&settings.wire_format).is_none() {
             return Err(WorkerError::WireFormat(settings.wire_format));
         }
         if !info.parameters_initialized && options.initialize {

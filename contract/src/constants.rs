@@ -54,6 +54,7 @@ pub fn document() -> Value {
         },
         "tensor_content_type": api::TENSOR_CONTENT_TYPE,
         "wire_format": api::WIRE_FORMAT,
+        "wire_format_query": api::WIRE_FORMAT_QUERY,
         "credential_files": {
             "token": credentials::TOKEN,
             "previous_token": credentials::PREVIOUS_TOKEN,

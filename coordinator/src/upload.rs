@@ -4,7 +4,10 @@
 //!
 //! The body is checked as it streams: the frame header first (so an unknown worker is refused
 //! before its tensors are read), then the safetensors header against the model (names, shapes,
-//! dtype), then every element for finiteness. Validated data goes to the receiver's
+//! dtype), then every element for finiteness. A `torch.save` payload (`fmt` absent or
+//! `"pickle"`, forgather's default) cannot be checked before it is whole (its directory is at
+//! the end): it is buffered, bounded by the byte limit, read by the contract's restricted
+//! reader once its end record arrives, and its tensors then take the same checks. Validated data goes to the receiver's
 //! [`DataSink`]: a staging buffer, or (for the round's first upload) straight to the caller,
 //! which stores it into the accumulator as it arrives.
 
@@ -19,6 +22,11 @@ use crate::wire::frame::{FrameError, FrameHeader, PayloadFormat, parse_frame_hea
 use crate::wire::safetensors::{
     SafetensorsError, SafetensorsHeader, TensorEntry, header_length, parse_header,
 };
+use crate::wire::torch_save::{self, ReadLimits, TorchSaveError};
+
+/// Bytes a `torch.save` archive may hold beyond its tensor data (zip headers, the pickle):
+/// a few hundred bytes per tensor in practice.
+const TORCH_SAVE_OVERHEAD_BYTES: u64 = 64 << 20;
 
 /// What the upload must contain.
 #[derive(Clone, Debug)]
@@ -41,11 +49,13 @@ pub enum UploadError {
     Frame(#[from] FrameError),
     #[error(transparent)]
     Safetensors(#[from] SafetensorsError),
+    #[error(transparent)]
+    TorchSave(#[from] TorchSaveError),
     #[error(
-        "pickle payloads are refused: unpickling can execute arbitrary code; send safetensors \
-         (fmt \"safetensors\", as /info announces in wire_format)"
+        "the frame says fmt \"safetensors\" but the payload is a torch.save zip archive; send \
+         it with fmt \"pickle\" (or no fmt)"
     )]
-    Pickle,
+    FormatMismatch,
     #[error("unknown tensor name {0}: the model has no such parameter")]
     UnknownTensor(String),
     #[error("tensor {name} has shape {got:?}, the model's is {expected:?}")]
@@ -121,8 +131,38 @@ pub struct StagedUpload {
 enum Stage {
     Frame,
     HeaderLength,
-    Header { length: usize },
+    Header {
+        length: usize,
+    },
+    /// A `torch.save` archive, buffered until its end record arrives.
+    TorchSave,
     Data,
+}
+
+/// Whether `body` ends with a zip end record whose central directory ends right before it
+/// (directly or through a zip64 end record): a `torch.save` archive is then complete. Bytes
+/// that arrive after a false positive are refused as trailing bytes.
+fn ends_with_zip_end_record(body: &[u8]) -> bool {
+    const END: usize = 22;
+    let Some(at) = body.len().checked_sub(END) else {
+        return false;
+    };
+    let record = &body[at..];
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if u32_at(record, 0) != 0x0605_4b50 || record[20..22] != [0, 0] {
+        return false;
+    }
+    let (size, offset) = (u32_at(record, 12) as usize, u32_at(record, 16) as usize);
+    if offset.checked_add(size) == Some(at) {
+        return true;
+    }
+    // zip64: a locator (20 bytes) before the end record, pointing at the zip64 record.
+    at.checked_sub(20).is_some_and(|locator| {
+        let mut record = [0u8; 8];
+        record.copy_from_slice(&body[locator + 8..locator + 16]);
+        u32_at(body, locator) == 0x0706_4b50
+            && u64::from_le_bytes(record).checked_add(56) == Some(locator as u64)
+    })
 }
 
 /// Consumes an upload body chunk by chunk.
@@ -214,19 +254,19 @@ impl UploadReceiver {
                         Ok(parse_frame_header(pending)?)
                     })?;
                     if let Some(frame) = parsed {
-                        if frame.fmt == PayloadFormat::Pickle {
-                            return Err(UploadError::Pickle);
-                        }
+                        self.stage = match frame.fmt {
+                            PayloadFormat::Pickle => Stage::TorchSave,
+                            PayloadFormat::Safetensors => Stage::HeaderLength,
+                        };
                         self.frame = Some(frame);
-                        self.stage = Stage::HeaderLength;
                     }
                 }
                 Stage::HeaderLength => {
                     let parsed = self.take_header_bytes(&mut chunk, |pending| {
-                        // torch.save writes a zip archive: refuse it by its magic number even
-                        // when the frame claims safetensors.
-                        if pending.starts_with(b"PK\x03\x04") {
-                            return Err(UploadError::Pickle);
+                        // torch.save writes a zip archive: refuse it by its magic number when
+                        // the frame claims safetensors, rather than misread its bytes.
+                        if pending.starts_with(torch_save::MAGIC) {
+                            return Err(UploadError::FormatMismatch);
                         }
                         Ok(header_length(pending)?.map(|length| (length, 8)))
                     })?;
@@ -246,6 +286,26 @@ impl UploadReceiver {
                         self.stage = Stage::Data;
                     }
                 }
+                Stage::TorchSave => {
+                    let limit = self
+                        .max_data_bytes
+                        .saturating_add(TORCH_SAVE_OVERHEAD_BYTES);
+                    let buffered = (self.pending.len() + chunk.len()) as u64;
+                    if buffered > limit {
+                        return Err(UploadError::TooLarge {
+                            declared: usize::try_from(buffered).unwrap_or(usize::MAX),
+                            limit,
+                        });
+                    }
+                    self.pending
+                        .try_reserve(chunk.len())
+                        .map_err(|_| UploadError::OutOfMemory(buffered as usize))?;
+                    self.pending.extend_from_slice(&chunk);
+                    chunk = Bytes::new();
+                    if ends_with_zip_end_record(&self.pending) {
+                        self.read_torch_save()?;
+                    }
+                }
                 Stage::Data => {
                     if self.received + chunk.len() > self.data_len {
                         return Err(UploadError::TrailingBytes);
@@ -259,6 +319,33 @@ impl UploadReceiver {
                         DataSink::Stream => self.validated.push((offset, data)),
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the buffered `torch.save` archive with the contract's restricted reader and feeds
+    /// its tensors through the same checks as a safetensors upload's.
+    fn read_torch_save(&mut self) -> Result<(), UploadError> {
+        let archive = Bytes::from(std::mem::take(&mut self.pending));
+        let limits = ReadLimits {
+            max_tensor_bytes: self.max_data_bytes,
+            ..ReadLimits::default()
+        };
+        let tensors = torch_save::read(&archive, &limits)?;
+        self.plan(torch_save::safetensors_header(&tensors))?;
+        self.stage = Stage::Data;
+        for tensor in tensors {
+            let data = match tensor.data {
+                torch_save::TensorBytes::Archive(range) => archive.slice(range),
+                torch_save::TensorBytes::Gathered(bytes) => Bytes::from(bytes),
+            };
+            self.check_finite(&data)?;
+            let offset = self.received;
+            self.received += data.len();
+            match &mut self.sink {
+                DataSink::Stage(buffer) => buffer.extend(&data),
+                DataSink::Stream => self.validated.push((offset, data)),
             }
         }
         Ok(())
@@ -460,6 +547,13 @@ impl UploadReceiver {
             if self.frame.is_none() {
                 return Err(FrameError::Truncated.into());
             }
+            if matches!(self.stage, Stage::TorchSave) {
+                return Err(TorchSaveError::Container(format!(
+                    "the body ended after {} bytes without the archive's end record",
+                    self.pending.len()
+                ))
+                .into());
+            }
             return Err(UploadError::Truncated {
                 received: self.received,
                 expected: self.data_len,
@@ -478,3 +572,6 @@ impl UploadReceiver {
         })
     }
 }
+
+#[cfg(test)]
+mod torch_save_tests;

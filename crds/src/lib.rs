@@ -110,6 +110,7 @@ mod tests {
         );
         assert_eq!(spec.training.upload_dtype, WireDtype::Bf16);
         assert_eq!(spec.training.download_dtype, WireDtype::Fp32);
+        assert_eq!(spec.training.wire_format, WireFormat::Safetensors);
         assert_eq!(spec.device, Device::Auto);
         assert_eq!(spec.auth.mode, AuthMode::Token);
         assert_eq!(spec.tls.mode, TlsMode::Operator);

@@ -58,6 +58,13 @@ pub struct TrainingSpec {
     #[serde(default = "WireDtype::fp32")]
     pub download_dtype: WireDtype,
 
+    /// Codec of the parameters the coordinator sends, announced to workers in `/info`:
+    /// `safetensors` (default) or `pickle` (`torch.save`, what forgather workers expect by
+    /// default). Uploads are accepted in either; a pickle is never unpickled, only read by a
+    /// restricted reader. Workers may ask for the other codec per request.
+    #[serde(default)]
+    pub wire_format: WireFormat,
+
     /// Fragments the model is synchronised in (streaming DiLoCo). Only 1 (the whole model
     /// every round) is implemented. Immutable.
     #[serde(default = "default_num_fragments")]
@@ -84,6 +91,7 @@ impl Default for TrainingSpec {
             sync_every: default_sync_every(),
             upload_dtype: WireDtype::Bf16,
             download_dtype: WireDtype::Fp32,
+            wire_format: WireFormat::default(),
             num_fragments: default_num_fragments(),
             checkpoint_every_rounds: default_checkpoint_every_rounds(),
         }
@@ -116,6 +124,17 @@ pub enum TrainingMode {
     #[default]
     Sync,
     Async,
+}
+
+/// Tensor serialization on the wire.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    /// safetensors: dense tensors, no code.
+    #[default]
+    Safetensors,
+    /// `torch.save` (a zip archive holding a pickle), forgather's default.
+    Pickle,
 }
 
 /// Tensor precision on the wire.

@@ -43,6 +43,7 @@ def test_paths_and_headers_are_the_contract_s(contract: Dict[str, Any]) -> None:
     assert protocol.ROUND_HEADER == contract["headers"]["round"]
     assert protocol.BULK_URL_HEADER == contract["headers"]["bulk_url"]
     assert protocol.WIRE_FORMAT == contract["wire_format"]
+    assert protocol.WIRE_FORMAT_QUERY == contract["wire_format_query"]
 
 
 def test_credential_files_and_environment_are_the_contract_s(contract: Dict[str, Any]) -> None:

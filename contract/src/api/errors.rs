@@ -61,7 +61,8 @@ pub enum ErrorKind {
     TooLarge,
     /// 400: the body ended before the frame said it would.
     Truncated,
-    /// 415: a pickle payload (never unpickled).
+    /// 415: a pickle opcode or global outside the torch.save allowlist, or a zip archive sent
+    /// as safetensors (a pickle is never unpickled).
     UnsupportedFormat,
     /// 400: a NaN or infinity in an upload.
     NotFinite,

@@ -88,8 +88,13 @@ pub const BEARER_CHALLENGE: &str = "Bearer realm=\"diloco\"";
 pub const BEARER_SCHEME: &str = "Bearer";
 /// Content type of tensor requests and responses.
 pub const TENSOR_CONTENT_TYPE: &str = "application/octet-stream";
-/// `/info`'s `wire_format`: the only tensor serialization exchanged (no pickle, ever).
+/// `/info`'s default `wire_format` (`training.wire_format` may announce `pickle` instead), and
+/// the codec our SDKs ask for.
 pub const WIRE_FORMAT: &str = "safetensors";
+/// Query parameter of `/register`, `/submit_*` and `/global_params` naming the codec of the
+/// tensor response (`safetensors` or `pickle`); without it the response uses `/info`'s
+/// `wire_format`. Our SDKs always send it, so they work whatever the server announces.
+pub const WIRE_FORMAT_QUERY: &str = "wire_format";
 
 #[cfg(test)]
 mod tests {

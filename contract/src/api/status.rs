@@ -253,7 +253,8 @@ pub struct ExpectedClientSettings {
     /// Always false.
     #[serde(default)]
     pub download_sr: bool,
-    /// Tensor serialization; must be [`crate::api::WIRE_FORMAT`].
+    /// Codec of tensor responses that name none: `safetensors` ([`crate::api::WIRE_FORMAT`],
+    /// the default) or `pickle` (`training.wire_format`).
     pub wire_format: String,
     /// Always `http`.
     #[serde(default)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::wire::dtype::WireDtype;
+use crate::wire::frame::PayloadFormat;
 
 /// `sync` is implemented; `async` is reserved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +36,10 @@ pub struct TrainingConfig {
     pub upload_dtype: WireDtype,
     /// Dtype parameters are sent in.
     pub download_dtype: WireDtype,
+    /// Codec of tensor responses, announced in `/info` as `wire_format` (forgather's
+    /// workers adopt it); a request may name another with the `wire_format` query parameter.
+    /// Uploads are decoded by their frame's `fmt` whatever this says.
+    pub wire_format: PayloadFormat,
     /// Tokens (the run's `total_tokens`) after which every registered worker is told
     /// `save_and_stop`, once (forgather's `--token-budget`); 0: no budget.
     /// `/control/update_token_budget` changes it while running.
@@ -58,6 +63,7 @@ impl Default for TrainingConfig {
             upload_dtype: WireDtype::Bf16,
             download_dtype: WireDtype::Fp32,
             token_budget: 0,
+            wire_format: PayloadFormat::Safetensors,
         }
     }
 }

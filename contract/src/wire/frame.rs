@@ -6,14 +6,36 @@ use serde::{Deserialize, Serialize};
 /// Largest frame header accepted; real headers are a few dozen bytes.
 pub const MAX_FRAME_HEADER_BYTES: usize = 64 * 1024;
 
-/// Tensor serialization named in a frame header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Tensor serialization: named in a frame header (`fmt`), announced in `/info`
+/// (`wire_format`) and requested with the `wire_format` query parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadFormat {
-    /// safetensors: the only format this coordinator decodes.
+    /// safetensors: no code, dense tensors (our default).
+    #[default]
     Safetensors,
-    /// `torch.save` pickle: refused, because unpickling can run arbitrary code.
+    /// `torch.save` (a zip holding a pickle): forgather's default, read by the restricted
+    /// reader in [`crate::wire::torch_save`], never unpickled.
     Pickle,
+}
+
+impl PayloadFormat {
+    /// Its name on the wire (`safetensors`, `pickle`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::Safetensors => "safetensors",
+            PayloadFormat::Pickle => "pickle",
+        }
+    }
+
+    /// The format named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "safetensors" => Some(PayloadFormat::Safetensors),
+            "pickle" => Some(PayloadFormat::Pickle),
+            _ => None,
+        }
+    }
 }
 
 /// The JSON header of a submit frame.

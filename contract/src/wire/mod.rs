@@ -5,3 +5,4 @@ pub mod dtype;
 pub mod frame;
 pub mod layout;
 pub mod safetensors;
+pub mod torch_save;

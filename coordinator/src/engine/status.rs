@@ -3,7 +3,7 @@
 use diloco_contract::api::stats::MAX_MAX_POINTS;
 use diloco_contract::api::{
     AggregateStats, ExpectedClientSettings, InfoOuterOptimizer, InfoReply, KnownWorker,
-    KnownWorkersReply, StatsHistoryReply, StatsRecord, StatusReply, WIRE_FORMAT, WorkerStatus,
+    KnownWorkersReply, StatsHistoryReply, StatsRecord, StatusReply, WorkerStatus,
 };
 use diloco_contract::config::TrainingMode;
 use std::time::Instant;
@@ -111,7 +111,7 @@ impl Coordinator {
                 upload_sr: false,
                 download_dtype: t.download_dtype,
                 download_sr: false,
-                wire_format: WIRE_FORMAT.into(),
+                wire_format: t.wire_format.as_str().into(),
                 backend: "http".into(),
                 bf16_comm: t.upload_dtype == WireDtype::Bf16,
                 num_fragments_min: 1,

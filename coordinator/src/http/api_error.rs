@@ -10,6 +10,7 @@ use diloco_contract::api::{ErrorBody, ErrorKind};
 use crate::engine::EngineError;
 use crate::engine::work_units::WorkError;
 use crate::upload::UploadError;
+use crate::wire::torch_save::TorchSaveError;
 
 /// A refused request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -103,15 +104,20 @@ fn work_status(error: &WorkError) -> StatusCode {
 impl From<UploadError> for ApiError {
     fn from(error: UploadError) -> Self {
         let status = match &error {
-            UploadError::Pickle => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            UploadError::TooLarge { .. } | UploadError::OutOfMemory(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
+            UploadError::FormatMismatch => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UploadError::TorchSave(e) if e.is_refused_construct() => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
+            UploadError::TorchSave(TorchSaveError::TooLarge { .. })
+            | UploadError::TooLarge { .. }
+            | UploadError::OutOfMemory(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         };
         let kind = match &error {
             UploadError::Truncated { .. } => ErrorKind::Truncated,
-            UploadError::Pickle => ErrorKind::UnsupportedFormat,
+            UploadError::FormatMismatch => ErrorKind::UnsupportedFormat,
+            UploadError::TorchSave(e) if e.is_refused_construct() => ErrorKind::UnsupportedFormat,
+            UploadError::TorchSave(TorchSaveError::TooLarge { .. }) => ErrorKind::TooLarge,
             UploadError::NotFinite(_) => ErrorKind::NotFinite,
             UploadError::UnknownTensor(_) | UploadError::MissingTensors(_) => {
                 ErrorKind::TensorNames

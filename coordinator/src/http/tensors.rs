@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use diloco_contract::api::{self, ErrorKind, ROUND_HEADER, TENSOR_CONTENT_TYPE};
+use diloco_contract::api::{self, ErrorKind, ROUND_HEADER, TENSOR_CONTENT_TYPE, WIRE_FORMAT_QUERY};
+use diloco_contract::wire::frame::PayloadFormat;
+use diloco_contract::wire::torch_save;
 
 use super::api_error::ApiError;
 use super::{App, audit_if_forbidden};
@@ -30,9 +32,45 @@ use crate::upload::{DataSink, Expectation, StagedUpload, UploadReceiver};
 const DRAIN_LIMIT: u64 = 1 << 30;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A response carrying encoded parameters.
-pub fn tensor_response(published: &Published) -> Response {
-    (
+/// The codec of a tensor response: the request's `wire_format` query parameter
+/// ([`WIRE_FORMAT_QUERY`]), else the one `/info` announces (`training.wire_format`).
+pub fn response_format(app: &App, uri: &Uri) -> Result<PayloadFormat, ApiError> {
+    let requested = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == WIRE_FORMAT_QUERY);
+    match requested {
+        None => Ok(app.engine.config().training.wire_format),
+        Some((_, name)) => PayloadFormat::parse(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown {WIRE_FORMAT_QUERY} {name:?}: safetensors or pickle"
+            ))
+        }),
+    }
+}
+
+/// A response carrying the published parameters in `format`. θ is published as safetensors;
+/// a pickle response rewrites the same bytes into a `torch.save` archive (a copy, no
+/// conversion of values), off the async threads.
+pub async fn tensor_response(
+    published: &Published,
+    format: PayloadFormat,
+) -> Result<Response, ApiError> {
+    let body = match format {
+        PayloadFormat::Safetensors => Body::from(published.encoded.clone()),
+        PayloadFormat::Pickle => {
+            let encoded = published.encoded.clone();
+            let archive =
+                tokio::task::spawn_blocking(move || torch_save::from_safetensors(&encoded))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("encoding torch.save failed: {e}")))?
+                    .map_err(|e| ApiError::internal(format!("encoding torch.save failed: {e}")))?;
+            Body::from(archive)
+        }
+    };
+    Ok((
         [
             (header::CONTENT_TYPE, TENSOR_CONTENT_TYPE.to_string()),
             (
@@ -40,14 +78,15 @@ pub fn tensor_response(published: &Published) -> Response {
                 published.round.to_string(),
             ),
         ],
-        Body::from(published.encoded.clone()),
+        body,
     )
-        .into_response()
+        .into_response())
 }
 
-pub async fn global_params(State(app): State<App>) -> Result<Response, ApiError> {
+pub async fn global_params(State(app): State<App>, uri: Uri) -> Result<Response, ApiError> {
+    let format = response_format(&app, &uri)?;
     let published = app.engine.latest().await?;
-    Ok(tensor_response(&published))
+    tensor_response(&published, format).await
 }
 
 pub async fn submit_fragment() -> ApiError {
@@ -59,8 +98,15 @@ pub async fn submit_fragment() -> ApiError {
 
 pub async fn submit_pseudograd(State(app): State<App>, request: Request) -> Response {
     let extensions = request.extensions().clone();
-    match submit(&app, request).await {
-        Ok(published) => tensor_response(&published),
+    let result = match response_format(&app, request.uri()) {
+        Ok(format) => match submit(&app, request).await {
+            Ok(published) => tensor_response(&published, format).await,
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(response) => response,
         Err(error) => {
             app.engine
                 .metrics()
@@ -100,12 +146,13 @@ pub async fn init_params(State(app): State<App>, request: Request) -> Result<Res
     if app.engine.is_initialized() {
         return Err(EngineError::AlreadyInitialized.into());
     }
+    let format = response_format(&app, request.uri())?;
     let (_, upload) = receive(&app, request, Some(Expectation::InitialParameters)).await?;
     let coordinator = app.engine.clone();
     let published = tokio::task::spawn_blocking(move || coordinator.initialize(upload))
         .await
         .map_err(|e| ApiError::internal(format!("initialization failed: {e}")))??;
-    Ok(tensor_response(&published))
+    tensor_response(&published, format).await
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{Extensions, HeaderMap, HeaderValue};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use diloco_contract::api::{
     self, BULK_URL_HEADER, HeartbeatRequest, OkReply, RegisterRequest, WorkerRef,
@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::api_error::ApiError;
 use super::python_json::non_finite_as_null;
-use super::tensors::tensor_response;
+use super::tensors::{response_format, tensor_response};
 use super::{App, audit_if_forbidden, audit_record, caller, parse_json};
 use crate::audit::bounded;
 
@@ -19,8 +19,10 @@ pub async fn register(
     State(app): State<App>,
     extensions: Extensions,
     headers: HeaderMap,
+    uri: Uri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let format = response_format(&app, &uri)?;
     let request: RegisterRequest = parse_json(&body)?;
     let (worker_id, hostname) = (
         request.worker_id.clone(),
@@ -37,7 +39,7 @@ pub async fn register(
             .round(published.round)
             .details(json!({"hostname": hostname})),
     );
-    let mut response = tensor_response(&published);
+    let mut response = tensor_response(&published, format).await?;
     if let Some(url) = app.bulk.as_ref().map(|advert| advert.url(&headers))
         && let Ok(value) = HeaderValue::from_str(&url)
     {

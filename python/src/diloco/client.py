@@ -55,6 +55,8 @@ from .protocol import (
     STATUS,
     SUBMIT_PSEUDOGRAD,
     TENSOR_PATHS,
+    WIRE_FORMAT,
+    WIRE_FORMAT_QUERY,
 )
 from .retry import RetryPolicy, is_transient
 from .transport import TensorResponse, TransferError, transfer
@@ -302,6 +304,9 @@ class CoordinatorClient:
         frame: Optional[Frame],
         timeout: Optional[float],
     ) -> Response:
+        if path in TENSOR_PATHS:
+            # Whatever /info announces, this SDK reads safetensors (pickle is never loaded).
+            url = f"{url}?{WIRE_FORMAT_QUERY}={WIRE_FORMAT}"
         headers: Dict[str, str] = {}
         if token:
             headers["Authorization"] = f"Bearer {token}"

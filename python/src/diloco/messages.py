@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from .errors import ProtocolError
-from .protocol import WIRE_FORMAT
+from .protocol import WIRE_FORMAT, WIRE_FORMATS
 from .wire import WireDtype
 
 
@@ -26,15 +26,17 @@ class ServerSettings:
         """Parses an ``/info`` body.
 
         Raises:
-            ProtocolError: a field is missing, or the wire format is not safetensors.
+            ProtocolError: a field is missing, or the wire format is unknown.
         """
         try:
             expected = info["expected_client_settings"]
             wire_format = expected["wire_format"]
-            if wire_format != WIRE_FORMAT:
+            # The SDK asks for safetensors on every tensor request (WIRE_FORMAT_QUERY), so
+            # either announced codec works; an unknown one means a newer protocol.
+            if wire_format not in WIRE_FORMATS:
                 raise ProtocolError(
-                    f"the coordinator wants wire format {wire_format!r}; this SDK speaks "
-                    "safetensors only (pickle is never loaded)"
+                    f"the coordinator announces wire format {wire_format!r}; this SDK knows "
+                    f"{sorted(WIRE_FORMATS)} and asks for {WIRE_FORMAT}"
                 )
             return cls(
                 sync_every=int(expected["sync_every"]),

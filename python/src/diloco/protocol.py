@@ -43,8 +43,13 @@ TENSOR_PATHS = frozenset({REGISTER, GLOBAL_PARAMS, SUBMIT_PSEUDOGRAD, INIT_PARAM
 ROUND_HEADER = "x-diloco-round"
 #: Header in which the coordinator advertises its bulk plane.
 BULK_URL_HEADER = "x-forgather-bulk-url"
-#: The only tensor serialization exchanged (``/info``'s ``wire_format``).
+#: The tensor serialization this SDK sends (frame ``fmt``) and asks for in responses.
 WIRE_FORMAT = "safetensors"
+#: Query parameter naming the codec of a tensor response; the SDK always sends it, so it
+#: works whichever codec ``/info``'s ``wire_format`` announces.
+WIRE_FORMAT_QUERY = "wire_format"
+#: Codecs a coordinator may announce.
+WIRE_FORMATS = frozenset({"safetensors", "pickle"})
 
 # -- credential files (keys of the operator's Secrets) -----------------------------------
 

@@ -137,9 +137,9 @@ pub async fn ingest_bench(root: &Path, params: usize, split: Option<&CoreSplit>)
 }
 
 /// What [`one_round`] measured.
-struct RoundMeasure {
+pub(crate) struct RoundMeasure {
     /// Bytes uploaded per second, from the first byte sent until all were folded.
-    rate: f64,
+    pub rate: f64,
     /// Seconds of the outer step that closed the round.
     step: f64,
     /// Seconds encoding the new parameters for download took.
@@ -152,7 +152,7 @@ struct RoundMeasure {
 
 /// One round in which `bodies` are uploaded at once while `idle` workers (and the blocker)
 /// sit it out.
-async fn one_round(
+pub(crate) async fn one_round(
     http: &reqwest::Client,
     coordinator: &CoordinatorProcess,
     bodies: &[Bytes],

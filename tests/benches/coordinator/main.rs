@@ -36,6 +36,7 @@
 mod baselines;
 mod ingest;
 mod memory;
+mod pickle;
 mod pinning;
 mod sdk;
 mod setup;
@@ -60,6 +61,17 @@ fn main() {
         .build()
         .expect("a tokio runtime");
 
+    if std::env::var("DILOCO_BENCH_ONLY").as_deref() == Ok("pickle") {
+        // Only the codec comparison (ingest_ratio_pickle); the summary file is left alone.
+        let pickle = runtime.block_on(pickle::pickle_ingest_bench(&root, ingest_params));
+        println!(
+            "{:#}",
+            json!({"ingest_ratio_pickle": pickle.ratio(),
+                                "safetensors_seconds": pickle.safetensors_seconds,
+                                "pickle_seconds": pickle.pickle_seconds})
+        );
+        return;
+    }
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!("triad with {threads} threads …");
     let triad = baselines::triad_bytes_per_second(threads);
@@ -110,6 +122,16 @@ fn main() {
         "cleartext_4_workers": ingest.cpu_4.json(),
         "tls_1_worker": cpu_tls.json(),
     });
+    eprintln!("ingest of torch.save uploads against safetensors, P = {ingest_params} …");
+    let pickle = runtime.block_on(pickle::pickle_ingest_bench(&root, ingest_params));
+    let ingest_ratio_pickle = pickle.ratio();
+    let pickle_details = json!({
+        "ingest_ratio_pickle": ingest_ratio_pickle,
+        "safetensors_seconds": pickle.safetensors_seconds,
+        "pickle_seconds": pickle.pickle_seconds,
+        "safetensors_upload_bytes": pickle.safetensors_bytes,
+        "pickle_upload_bytes": pickle.pickle_bytes,
+    });
     if std::env::var("DILOCO_BENCH_ONLY").as_deref() == Ok("ingest") {
         // A quick look while working on the upload path; the summary file is left alone.
         let quick = json!({
@@ -122,6 +144,8 @@ fn main() {
             "ingest_ratio_4_pinned": pinned["ingest_ratio_4_pinned"],
             "ingest_ratio_tls_pinned": pinned["ingest_ratio_tls_pinned"],
             "pinned": pinned["details"],
+            "ingest_ratio_pickle": ingest_ratio_pickle,
+            "pickle": pickle_details,
         });
         println!("{quick:#}");
         return;
@@ -160,6 +184,7 @@ fn main() {
         "rss_within_budget": largest <= budget,
         "rss_flat_within_5_percent": growth <= 0.05,
         "outer_step_ratio": outer_step_ratio <= 2.0,
+        "ingest_ratio_pickle_within_10_percent": ingest_ratio_pickle >= 0.9,
     });
     let all_met = targets
         .as_object()
@@ -171,6 +196,7 @@ fn main() {
         "ingest_ratio_1_pinned": pinned["ingest_ratio_1_pinned"],
         "ingest_ratio_4_pinned": pinned["ingest_ratio_4_pinned"],
         "ingest_ratio_tls_pinned": pinned["ingest_ratio_tls_pinned"],
+        "ingest_ratio_pickle": ingest_ratio_pickle,
         "rss_bytes_by_workers": rss,
         "rss_budget_bytes": budget,
         "rss_growth_largest_over_smallest": growth,
@@ -193,6 +219,7 @@ fn main() {
             "ingest_4_workers_mb_per_s": ingest.ours_4 / MB,
             "ingest_ratio_1_vs_discarding": ingest.ours_1 / ingest.discard_1,
             "ingest_ratio_4_vs_discarding": ingest.ours_4 / ingest.discard_4,
+            "pickle_ingest": pickle_details,
             "memory_params": memory_params,
             "memory_upload_dtype": "bf16",
             "memory_download_dtype": "fp32",

@@ -18,7 +18,7 @@ mod operator_rbac;
 mod tenant_boundary;
 
 // Real coordinator processes over loopback: training, faults, authentication, roles, TLS,
-// hostile and bad input, the bulk plane, forgather's protocol details, work-unit dispatch and
+// hostile and bad input (torch.save archives too), the bulk plane, forgather's protocol details, work-unit dispatch and
 // run statistics.
 mod coordinator_auth;
 mod coordinator_bad_input;
@@ -28,6 +28,7 @@ mod coordinator_hostile;
 mod coordinator_parity;
 mod coordinator_roles;
 mod coordinator_tls;
+mod coordinator_torch_save;
 mod coordinator_training;
 mod coordinator_work_units;
 

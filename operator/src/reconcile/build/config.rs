@@ -13,7 +13,8 @@ use diloco_contract::config::{
 use diloco_contract::credentials::{CA_CERT, TLS_CERT, TLS_KEY};
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use diloco_crds::{AuthMode, ClientAuth, DiLoCoServerSpec};
+use diloco_contract::wire::frame::PayloadFormat;
+use diloco_crds::{AuthMode, ClientAuth, DiLoCoServerSpec, WireFormat};
 
 use crate::error::{Error, Result};
 use crate::names::{CLIENTS_KEY, CONFIG_KEY, Component, paths};
@@ -117,6 +118,10 @@ fn training(spec: &DiLoCoServerSpec) -> Result<TrainingConfig> {
         download_dtype: training.download_dtype.into(),
         // Not in the custom resource yet: set at run time with /control/update_token_budget.
         token_budget: 0,
+        wire_format: match training.wire_format {
+            WireFormat::Safetensors => PayloadFormat::Safetensors,
+            WireFormat::Pickle => PayloadFormat::Pickle,
+        },
     })
 }
 

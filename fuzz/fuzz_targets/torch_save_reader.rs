@@ -1,0 +1,46 @@
+//! The `torch.save` reader: any bytes are refused or give tensors whose byte lengths match
+//! their shapes and dtypes, within the byte limit; and what it reads, our writer writes back
+//! into an archive that reads the same. It never panics and never allocates past the limit
+//! (the run's `-rss_limit_mb` would catch it).
+#![no_main]
+
+use diloco_contract::wire::torch_save::{self, ReadLimits, TensorToWrite};
+use libfuzzer_sys::fuzz_target;
+
+const LIMITS: ReadLimits = ReadLimits {
+    max_tensor_bytes: 1 << 20,
+    max_entries: 1 << 12,
+    max_pickle_bytes: 1 << 20,
+    max_pickle_values: 1 << 16,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(tensors) = torch_save::read(data, &LIMITS) else {
+        return;
+    };
+    let mut total = 0usize;
+    for t in &tensors {
+        let numel: usize = t.shape.iter().product();
+        assert_eq!(t.byte_len(), numel * t.dtype.size(), "{}", t.name);
+        assert_eq!(t.bytes(data).len(), t.byte_len());
+        total += t.byte_len();
+    }
+    assert!(total as u64 <= LIMITS.max_tensor_bytes);
+    assert_eq!(torch_save::safetensors_header(&tensors).data_len, total);
+    let again: Vec<_> = tensors
+        .iter()
+        .map(|t| TensorToWrite {
+            name: &t.name,
+            dtype: t.dtype,
+            shape: &t.shape,
+            data: t.bytes(data),
+        })
+        .collect();
+    let archive = torch_save::write(&again);
+    let back = torch_save::read(&archive, &LIMITS).expect("our own archive reads back");
+    assert_eq!(back.len(), tensors.len());
+    for (a, b) in tensors.iter().zip(&back) {
+        assert_eq!((&a.name, a.dtype, &a.shape), (&b.name, b.dtype, &b.shape));
+        assert_eq!(a.bytes(data), b.bytes(&archive));
+    }
+});
