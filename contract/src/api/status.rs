@@ -117,10 +117,22 @@ pub struct AggregateStats {
     pub total_steps: f64,
     /// Sum of the live workers' `tok_per_sec`.
     pub tok_per_sec: f64,
-    /// Mean `loss`.
+    /// The live workers' `mfu`, weighted by their `tokens_window`.
+    #[serde(default)]
+    pub mfu: Option<f64>,
+    /// Sum of the live workers' `peak_mem`.
+    #[serde(default)]
+    pub peak_memory: Option<f64>,
+    /// The live workers' `grad_norm`, weighted by their `tokens_window`.
+    #[serde(default)]
+    pub grad_norm: Option<f64>,
+    /// `loss` as a token-weighted exponential moving average over reports (decay 0.7).
     pub train_loss: Option<f64>,
-    /// Mean `eval_loss`.
+    /// `eval_loss` likewise (decay 0.5).
     pub eval_loss: Option<f64>,
+    /// The newest `eval_step` a live worker reported.
+    #[serde(default)]
+    pub eval_step: Option<f64>,
     /// Workers that reported statistics.
     pub num_reporting: usize,
 }

@@ -21,6 +21,7 @@ mod closing;
 mod control;
 mod dispatch;
 mod error;
+mod loss_average;
 mod published;
 mod registration;
 pub mod roster;
@@ -46,6 +47,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
+use loss_average::LossAverages;
 use roster::Roster;
 use round::Round;
 use run_stats::RunStats;
@@ -83,6 +85,8 @@ pub(crate) struct Shared {
     stream_owner: Option<String>,
     /// Totals over every worker that ever reported, and their history.
     stats: RunStats,
+    /// `train_loss` and `eval_loss` (not saved: display only, null until the next report).
+    losses: LossAverages,
     /// Tokens after which every worker is told `save_and_stop` (0: none).
     token_budget: u64,
     /// That was done (not saved: a restart over budget tells them again).
@@ -179,6 +183,7 @@ impl Coordinator {
             last_checkpoint_round,
             stream_owner: None,
             stats,
+            losses: LossAverages::default(),
             token_budget: config.training.token_budget,
             budget_stop_sent: false,
         };

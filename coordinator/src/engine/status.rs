@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
+use super::loss_average::LossAverages;
 use super::roster::Roster;
 use super::run_stats::Totals;
 use super::{Coordinator, Shared, lock};
@@ -66,7 +67,7 @@ impl Coordinator {
             last_outer_step_seconds: shared.last_outer_step_seconds,
             last_publish_seconds: shared.last_publish_seconds,
             device: crate::device::describe(self.device),
-            aggregate_stats: aggregate_stats(&shared.roster, shared.stats.totals()),
+            aggregate_stats: aggregate_stats(&shared.roster, shared.stats.totals(), &shared.losses),
             token_progress: self.token_progress(&shared),
             total_worker_deaths: (shared.total_worker_deaths > 0)
                 .then_some(shared.total_worker_deaths),
@@ -147,32 +148,39 @@ impl Coordinator {
     }
 }
 
-/// The run's totals (departed workers included) and, over the live workers' latest reports,
-/// throughput sums and loss means.
-fn aggregate_stats(roster: &Roster, totals: Totals) -> AggregateStats {
-    let values = |key: &str| -> Vec<f64> {
-        roster
-            .workers
-            .values()
-            .filter_map(|w| w.stats.get(key).copied())
-            .collect()
+/// The run's totals (departed workers included), the loss averages, and over the live
+/// workers' latest reports: throughput and memory sums, token-weighted `grad_norm` and `mfu`,
+/// the newest `eval_step` (reference §2.6).
+fn aggregate_stats(roster: &Roster, totals: Totals, losses: &LossAverages) -> AggregateStats {
+    let reports = || roster.workers.values().map(|w| &w.stats);
+    let sum = |key: &str| reports().filter_map(|s| s.get(key)).sum::<f64>();
+    let token_weighted = |key: &str| {
+        let (weighted, weight) = reports()
+            .filter_map(|s| {
+                let tokens = s.get("tokens_window").copied().filter(|t| *t > 0.0);
+                s.get(key)
+                    .map(|value| (value * tokens.unwrap_or(1.0), tokens.unwrap_or(1.0)))
+            })
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        (weight > 0.0).then(|| weighted / weight)
     };
-    let mean = |key: &str| {
-        let v = values(key);
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
+    let reporting = reports().filter(|s| !s.is_empty()).count();
     AggregateStats {
         total_tokens: totals.tokens,
         total_flos: totals.flos,
         total_steps: totals.steps,
-        tok_per_sec: values("tok_per_sec").iter().sum(),
-        train_loss: mean("loss"),
-        eval_loss: mean("eval_loss"),
-        num_reporting: roster
-            .workers
-            .values()
-            .filter(|w| !w.stats.is_empty())
-            .count(),
+        tok_per_sec: sum("tok_per_sec"),
+        mfu: token_weighted("mfu"),
+        peak_memory: reports()
+            .any(|s| s.contains_key("peak_mem"))
+            .then(|| sum("peak_mem")),
+        grad_norm: token_weighted("grad_norm"),
+        train_loss: losses.train.value(),
+        eval_loss: losses.eval.value(),
+        eval_step: reports()
+            .filter_map(|s| s.get("eval_step").copied())
+            .reduce(f64::max),
+        num_reporting: reporting,
     }
 }
 
@@ -191,11 +199,12 @@ impl Coordinator {
             return;
         };
         let advanced = shared.stats.report(worker_id, reported, Instant::now());
+        shared.losses.report(reported);
         self.check_token_budget(shared);
         if !advanced {
             return;
         }
-        let aggregate = aggregate_stats(&shared.roster, shared.stats.totals());
+        let aggregate = aggregate_stats(&shared.roster, shared.stats.totals(), &shared.losses);
         shared.stats.record(StatsRecord {
             ts: Timestamp::now().to_string(),
             sync_round: shared.round.number,
@@ -222,18 +231,35 @@ mod tests {
     #[tokio::test]
     async fn status_reports_the_roster_statistics_and_info_the_settings() {
         let run = Run::with_workers(&["w0", "w1"]);
-        for (id, loss) in [("w0", 1.0), ("w1", 3.0)] {
+        for (id, loss, tokens, mfu) in [("w0", 1.0, 100.0, 0.2), ("w1", 3.0, 300.0, 0.4)] {
             let beat = HeartbeatRequest {
                 worker_id: id.into(),
                 steps_per_second: Some(2.5),
-                stats: Some(serde_json::json!({"loss": loss, "tokens_total": 10, "secret": 1})),
+                stats: Some(serde_json::json!({
+                    "loss": loss, "tokens_total": 10, "tokens_window": tokens, "mfu": mfu,
+                    "grad_norm": loss, "peak_mem": 1e9, "eval_step": tokens, "secret": 1,
+                })),
                 command_ack: None,
             };
             run.engine.heartbeat(beat, &Caller::worker_token()).unwrap();
         }
         let status = run.status();
         assert_eq!(status.num_registered, 2);
-        assert_eq!(status.aggregate_stats.train_loss, Some(2.0));
+        let aggregate = &status.aggregate_stats;
+        // forgather's token-weighted moving average (decay 0.7 per report) …
+        assert_eq!(
+            aggregate.train_loss,
+            Some((0.7 * 100.0 + 300.0 * 3.0) / (0.7 * 100.0 + 300.0))
+        );
+        assert_eq!(aggregate.eval_loss, None, "null until someone reports one");
+        // … and over the live workers' latest reports, token-weighted means and sums.
+        assert_eq!(aggregate.mfu, Some((0.2 * 100.0 + 0.4 * 300.0) / 400.0));
+        assert_eq!(
+            aggregate.grad_norm,
+            Some((1.0 * 100.0 + 3.0 * 300.0) / 400.0)
+        );
+        assert_eq!(aggregate.peak_memory, Some(2e9));
+        assert_eq!(aggregate.eval_step, Some(300.0));
         assert_eq!(status.aggregate_stats.total_tokens, 20.0);
         assert_eq!(status.aggregate_stats.num_reporting, 2);
         assert!(!status.workers["w0"].stats.contains_key("secret"));
