@@ -100,6 +100,10 @@ def test_a_forgather_worker_starts_from_model_def_and_register(
     info = json.loads(body)
     assert info["num_parameters"] == sum(t.numel() for t in tensors.values())
 
+    # The definition is the team's code: not for whoever can reach the port.
+    status, _, _ = request(f"{coordinator.url}/model_def", "not-the-token")
+    assert status == 401
+
     status, headers, bundle = request(f"{coordinator.url}/model_def", token)
     assert status == 200, bundle
     headers = {k.lower(): v for k, v in headers.items()}
