@@ -209,6 +209,24 @@ fn os_system_is_refused_by_name() {
 }
 
 #[test]
+fn a_refused_global_is_named_escaped_and_cut_short() {
+    let long = format!("evil\nINFO forged log line {}", "x".repeat(10_000));
+    let pickle = P::new()
+        .s(&long)
+        .s("run")
+        .raw(&[op::STACK_GLOBAL, op::STOP])
+        .0;
+    let name = refused_global(&archive_with(&pickle, &[]));
+    assert!(
+        name.starts_with("evil\\nINFO forged log line xxx"),
+        "{name}"
+    );
+    assert!(!name.contains('\n'));
+    assert!(name.ends_with("….run"), "{}", &name[name.len() - 20..]);
+    assert!(name.chars().count() < 300, "{} chars", name.chars().count());
+}
+
+#[test]
 fn builtins_eval_is_refused_also_through_stack_global() {
     let pickle = P::new()
         .s("builtins")

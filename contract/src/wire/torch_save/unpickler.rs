@@ -575,7 +575,22 @@ fn resolve_global(module: &str, name: &str) -> Result<Global, TorchSaveError> {
         ("torch._utils", "_rebuild_parameter") => Ok(Global::RebuildParameter),
         ("torch", class) => StorageDtype::from_storage_class(class)
             .map(Global::Storage)
-            .ok_or_else(|| TorchSaveError::RefusedGlobal(format!("{module}.{name}"))),
-        _ => Err(TorchSaveError::RefusedGlobal(format!("{module}.{name}"))),
+            .ok_or_else(|| refused(module, name)),
+        _ => Err(refused(module, name)),
     }
+}
+
+/// The refusal naming `module.name` as the uploader wrote it, escaped and cut to
+/// [`MAX_GLOBAL_NAME`] characters each: a `STACK_GLOBAL`'s strings are any length and may hold
+/// newlines, and this text reaches the 415 body, the logs and the audit log.
+fn refused(module: &str, name: &str) -> TorchSaveError {
+    let shown = |text: &str| -> String {
+        let escaped: String = text.escape_debug().take(MAX_GLOBAL_NAME).collect();
+        if escaped.len() < text.escape_debug().count() {
+            format!("{escaped}…")
+        } else {
+            escaped
+        }
+    };
+    TorchSaveError::RefusedGlobal(format!("{}.{}", shown(module), shown(name)))
 }
