@@ -6,9 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use diloco_contract::wire::safetensors::{header_length, parse_header};
+use bytes::Bytes;
+use diloco_contract::wire::safetensors::{SafetensorsHeader, header_length, parse_header};
 use diloco_contract::wire::torch_save::{
-    self, ReadLimits, StorageDtype, TensorBytes, TensorToWrite, TorchSaveTensor,
+    self, ReadLimits, StorageDtype, StreamEvent, StreamReader, TensorBytes, TensorToWrite,
+    TorchSaveTensor,
 };
 
 fn fixtures() -> PathBuf {
@@ -144,4 +146,79 @@ fn truncated_or_corrupted_fixtures_are_refused_or_read_never_panic() {
         bad[at] ^= 0xa5;
         let _ = torch_save::read(&bad, &limits);
     }
+}
+
+/// Every file PyTorch wrote, read as it streams in pieces of every awkward size: the same
+/// tensors, in the dict's order, as reading it whole. PyTorch writes its sizes only in data
+/// descriptors, so this is the descriptor path the coordinator takes for forgather's uploads.
+#[test]
+fn every_fixture_streams_to_the_same_tensors_as_read_whole() {
+    for case in cases() {
+        let archive = std::fs::read(fixtures().join(format!("{case}.pt"))).unwrap();
+        let whole = torch_save::read(&archive, &ReadLimits::default()).unwrap();
+        let want: Vec<u8> = whole
+            .iter()
+            .flat_map(|t| t.bytes(&archive).to_vec())
+            .collect();
+        for chunk in [1, 2, 15, 16, 17, 64, 1000, 4096, archive.len()] {
+            let (header, data) = streamed(&archive, &ReadLimits::default(), chunk)
+                .unwrap_or_else(|e| panic!("{case} in {chunk}-byte pieces: {e}"));
+            assert_eq!(
+                header,
+                torch_save::safetensors_header(&whole),
+                "{case} {chunk}"
+            );
+            assert_eq!(data, want, "{case} {chunk}");
+        }
+    }
+}
+
+/// Any prefix of a real file is refused when the body ends; a one-byte corruption anywhere is
+/// refused or streams to what reading it whole gives, and never panics.
+#[test]
+fn truncated_or_corrupted_fixtures_stream_to_a_refusal_or_the_whole_reading() {
+    let archive = std::fs::read(fixtures().join("views_f32.pt")).unwrap();
+    let limits = ReadLimits {
+        max_tensor_bytes: 1 << 16,
+        ..ReadLimits::default()
+    };
+    for cut in (0..archive.len()).step_by(7) {
+        assert!(streamed(&archive[..cut], &limits, 64).is_err(), "cut {cut}");
+    }
+    for at in 0..archive.len() {
+        let mut bad = archive.clone();
+        bad[at] ^= 0xa5;
+        if let (Ok(whole), Ok((_, data))) =
+            (torch_save::read(&bad, &limits), streamed(&bad, &limits, 97))
+        {
+            let want: Vec<u8> = whole.iter().flat_map(|t| t.bytes(&bad).to_vec()).collect();
+            assert_eq!(data, want, "byte {at}");
+        }
+    }
+}
+
+/// The header and data section the streaming reader gives for `archive` fed in `chunk`-byte
+/// pieces (checking that data comes after the plan, in order).
+fn streamed(
+    archive: &[u8],
+    limits: &ReadLimits,
+    chunk: usize,
+) -> Result<(SafetensorsHeader, Vec<u8>), torch_save::TorchSaveError> {
+    let mut reader = StreamReader::new(*limits);
+    let (mut header, mut data, mut events) = (None, Vec::new(), Vec::new());
+    for piece in archive.chunks(chunk) {
+        reader.push(Bytes::copy_from_slice(piece), &mut events)?;
+        for event in events.drain(..) {
+            match event {
+                StreamEvent::Planned(planned) => header = Some(planned),
+                StreamEvent::Data { offset, bytes } => {
+                    assert!(header.is_some());
+                    assert_eq!(offset, data.len());
+                    data.extend_from_slice(&bytes);
+                }
+            }
+        }
+    }
+    reader.finish()?;
+    Ok((header.expect("planned"), data))
 }

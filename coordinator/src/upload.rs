@@ -5,9 +5,10 @@
 //! The body is checked as it streams: the frame header first (so an unknown worker is refused
 //! before its tensors are read), then the safetensors header against the model (names, shapes,
 //! dtype), then every element for finiteness. A `torch.save` payload (`fmt` absent or
-//! `"pickle"`, forgather's default) cannot be checked before it is whole (its directory is at
-//! the end): it is buffered, bounded by the byte limit, read by the contract's restricted
-//! reader once its end record arrives, and its tensors then take the same checks. Validated data goes to the receiver's
+//! `"pickle"`, forgather's default) streams through the contract's restricted reader: once its
+//! `data.pkl` has arrived, its tensors take the same checks and their bytes flow on as they
+//! arrive; its central directory, at the very end, must then agree with what streamed by
+//! (else the upload is refused like a truncated one). Validated data goes to the receiver's
 //! [`DataSink`]: a staging buffer, or (for the round's first upload) straight to the caller,
 //! which stores it into the accumulator as it arrives.
 
@@ -22,11 +23,7 @@ use crate::wire::frame::{FrameError, FrameHeader, PayloadFormat, parse_frame_hea
 use crate::wire::safetensors::{
     SafetensorsError, SafetensorsHeader, TensorEntry, header_length, parse_header,
 };
-use crate::wire::torch_save::{self, ReadLimits, TorchSaveError};
-
-/// Bytes a `torch.save` archive may hold beyond its tensor data (zip headers, the pickle):
-/// a few hundred bytes per tensor in practice.
-const TORCH_SAVE_OVERHEAD_BYTES: u64 = 64 << 20;
+use crate::wire::torch_save::{self, ReadLimits, StreamEvent, StreamReader, TorchSaveError};
 
 /// What the upload must contain.
 #[derive(Clone, Debug)]
@@ -134,35 +131,9 @@ enum Stage {
     Header {
         length: usize,
     },
-    /// A `torch.save` archive, buffered until its end record arrives.
-    TorchSave,
+    /// A `torch.save` archive, read as it streams: its tensors' data flows on as it arrives.
+    TorchSave(Box<StreamReader>),
     Data,
-}
-
-/// Whether `body` ends with a zip end record whose central directory ends right before it
-/// (directly or through a zip64 end record): a `torch.save` archive is then complete. Bytes
-/// that arrive after a false positive are refused as trailing bytes.
-fn ends_with_zip_end_record(body: &[u8]) -> bool {
-    const END: usize = 22;
-    let Some(at) = body.len().checked_sub(END) else {
-        return false;
-    };
-    let record = &body[at..];
-    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    if u32_at(record, 0) != 0x0605_4b50 || record[20..22] != [0, 0] {
-        return false;
-    }
-    let (size, offset) = (u32_at(record, 12) as usize, u32_at(record, 16) as usize);
-    if offset.checked_add(size) == Some(at) {
-        return true;
-    }
-    // zip64: a locator (20 bytes) before the end record, pointing at the zip64 record.
-    at.checked_sub(20).is_some_and(|locator| {
-        let mut record = [0u8; 8];
-        record.copy_from_slice(&body[locator + 8..locator + 16]);
-        u32_at(body, locator) == 0x0706_4b50
-            && u64::from_le_bytes(record).checked_add(56) == Some(locator as u64)
-    })
 }
 
 /// Consumes an upload body chunk by chunk.
@@ -255,7 +226,12 @@ impl UploadReceiver {
                     })?;
                     if let Some(frame) = parsed {
                         self.stage = match frame.fmt {
-                            PayloadFormat::Pickle => Stage::TorchSave,
+                            PayloadFormat::Pickle => {
+                                Stage::TorchSave(Box::new(StreamReader::new(ReadLimits {
+                                    max_tensor_bytes: self.max_data_bytes,
+                                    ..ReadLimits::default()
+                                })))
+                            }
                             PayloadFormat::Safetensors => Stage::HeaderLength,
                         };
                         self.frame = Some(frame);
@@ -286,25 +262,8 @@ impl UploadReceiver {
                         self.stage = Stage::Data;
                     }
                 }
-                Stage::TorchSave => {
-                    let limit = self
-                        .max_data_bytes
-                        .saturating_add(TORCH_SAVE_OVERHEAD_BYTES);
-                    let buffered = (self.pending.len() + chunk.len()) as u64;
-                    if buffered > limit {
-                        return Err(UploadError::TooLarge {
-                            declared: usize::try_from(buffered).unwrap_or(usize::MAX),
-                            limit,
-                        });
-                    }
-                    self.pending
-                        .try_reserve(chunk.len())
-                        .map_err(|_| UploadError::OutOfMemory(buffered as usize))?;
-                    self.pending.extend_from_slice(&chunk);
-                    chunk = Bytes::new();
-                    if ends_with_zip_end_record(&self.pending) {
-                        self.read_torch_save()?;
-                    }
+                Stage::TorchSave(_) => {
+                    self.read_torch_save(std::mem::take(&mut chunk))?;
                 }
                 Stage::Data => {
                     if self.received + chunk.len() > self.data_len {
@@ -324,28 +283,27 @@ impl UploadReceiver {
         Ok(())
     }
 
-    /// Reads the buffered `torch.save` archive with the contract's restricted reader and feeds
-    /// its tensors through the same checks as a safetensors upload's.
-    fn read_torch_save(&mut self) -> Result<(), UploadError> {
-        let archive = Bytes::from(std::mem::take(&mut self.pending));
-        let limits = ReadLimits {
-            max_tensor_bytes: self.max_data_bytes,
-            ..ReadLimits::default()
+    /// Feeds a chunk of a `torch.save` archive to the contract's restricted streaming reader:
+    /// its plan takes the same checks as a safetensors header, its tensors' bytes the same
+    /// finiteness check, as they arrive.
+    fn read_torch_save(&mut self, chunk: Bytes) -> Result<(), UploadError> {
+        let Stage::TorchSave(reader) = &mut self.stage else {
+            return Ok(());
         };
-        let tensors = torch_save::read(&archive, &limits)?;
-        self.plan(torch_save::safetensors_header(&tensors))?;
-        self.stage = Stage::Data;
-        for tensor in tensors {
-            let data = match tensor.data {
-                torch_save::TensorBytes::Archive(range) => archive.slice(range),
-                torch_save::TensorBytes::Gathered(bytes) => Bytes::from(bytes),
-            };
-            self.check_finite(&data)?;
-            let offset = self.received;
-            self.received += data.len();
-            match &mut self.sink {
-                DataSink::Stage(buffer) => buffer.extend(&data),
-                DataSink::Stream => self.validated.push((offset, data)),
+        let mut events = Vec::new();
+        reader.push(chunk, &mut events)?;
+        for event in events {
+            match event {
+                StreamEvent::Planned(header) => self.plan(header)?,
+                StreamEvent::Data { offset, bytes } => {
+                    debug_assert_eq!(offset, self.received, "the reader hands data in order");
+                    self.check_finite(&bytes)?;
+                    self.received += bytes.len();
+                    match &mut self.sink {
+                        DataSink::Stage(buffer) => buffer.extend(&bytes),
+                        DataSink::Stream => self.validated.push((offset, bytes)),
+                    }
+                }
             }
         }
         Ok(())
@@ -541,18 +499,18 @@ impl UploadReceiver {
     }
 
     /// Ends the body: the upload, if it arrived whole.
-    pub fn finish(self) -> Result<StagedUpload, UploadError> {
+    pub fn finish(mut self) -> Result<StagedUpload, UploadError> {
+        if let Stage::TorchSave(reader) = std::mem::replace(&mut self.stage, Stage::Data) {
+            // The archive's central directory must describe exactly what streamed by.
+            reader.finish()?;
+            if self.dtype.is_none() {
+                return Err(TorchSaveError::Container("no data.pkl record".into()).into());
+            }
+        }
         let complete = matches!(self.stage, Stage::Data) && self.received == self.data_len;
         if !complete {
             if self.frame.is_none() {
                 return Err(FrameError::Truncated.into());
-            }
-            if matches!(self.stage, Stage::TorchSave) {
-                return Err(TorchSaveError::Container(format!(
-                    "the body ended after {} bytes without the archive's end record",
-                    self.pending.len()
-                ))
-                .into());
             }
             return Err(UploadError::Truncated {
                 received: self.received,

@@ -18,7 +18,6 @@ use futures_util::StreamExt;
 
 use diloco_contract::api::{self, ErrorKind, ROUND_HEADER, TENSOR_CONTENT_TYPE, WIRE_FORMAT_QUERY};
 use diloco_contract::wire::frame::PayloadFormat;
-use diloco_contract::wire::torch_save;
 
 use super::api_error::ApiError;
 use super::{App, audit_if_forbidden};
@@ -52,23 +51,19 @@ pub fn response_format(app: &App, uri: &Uri) -> Result<PayloadFormat, ApiError> 
 }
 
 /// A response carrying the published parameters in `format`. θ is published as safetensors;
-/// a pickle response rewrites the same bytes into a `torch.save` archive (a copy, no
-/// conversion of values), off the async threads.
+/// a pickle response carries the round's `torch.save` copy of the same bytes, written once.
 pub async fn tensor_response(
     published: &Published,
     format: PayloadFormat,
 ) -> Result<Response, ApiError> {
     let body = match format {
         PayloadFormat::Safetensors => Body::from(published.encoded.clone()),
-        PayloadFormat::Pickle => {
-            let encoded = published.encoded.clone();
-            let archive =
-                tokio::task::spawn_blocking(move || torch_save::from_safetensors(&encoded))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("encoding torch.save failed: {e}")))?
-                    .map_err(|e| ApiError::internal(format!("encoding torch.save failed: {e}")))?;
-            Body::from(archive)
-        }
+        PayloadFormat::Pickle => Body::from(
+            published
+                .torch_save()
+                .await
+                .map_err(|e| ApiError::internal(format!("encoding torch.save failed: {e}")))?,
+        ),
     };
     Ok((
         [

@@ -198,6 +198,24 @@ async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
     deflated[directory + 10] = 8;
     h.refused("compressed entry", deflated, 400, "compressed")
         .await;
+    // The central directory comes last: tensors that streamed in (and were stored, this being
+    // the round's first upload) under a directory that then disagrees with what streamed by
+    // are refused and dropped.
+    let mut lying = gradient_archive(9.0, 9.0);
+    let directory = lying.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    let name_len = u16::from_le_bytes([lying[directory + 28], lying[directory + 29]]) as usize;
+    lying[directory + 46 + name_len - 1] = b'X';
+    h.refused(
+        "central directory naming another entry",
+        lying,
+        400,
+        "not what streamed by",
+    )
+    .await;
+    let mut trailing = gradient_archive(9.0, 9.0);
+    trailing.push(0);
+    h.refused("a byte after the end record", trailing, 400, "end")
+        .await;
     h.refused(
         "not an archive",
         b"PK\x03\x04 and nothing".to_vec(),

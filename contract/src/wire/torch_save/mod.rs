@@ -13,6 +13,7 @@
 
 mod dtype;
 mod opcodes;
+mod stream;
 mod tensor;
 mod unpickler;
 mod writer;
@@ -23,6 +24,7 @@ mod zip_writer;
 mod tests;
 
 pub use dtype::StorageDtype;
+pub use stream::{StreamEvent, StreamReader};
 pub use tensor::TensorBytes;
 pub use writer::{ARCHIVE_FOLDER, TensorToWrite, encode, encode_into, from_safetensors, write};
 

@@ -6,6 +6,7 @@ use super::zip_writer::ZipWriter;
 use super::*;
 use crate::wire::dtype::WireDtype;
 use crate::wire::layout::ModelLayout;
+use crate::wire::safetensors::SafetensorsHeader;
 
 fn limits() -> ReadLimits {
     ReadLimits {
@@ -99,7 +100,64 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 fn read_one(archive: &[u8]) -> Result<Vec<TorchSaveTensor>, TorchSaveError> {
-    read(archive, &limits())
+    read_both(archive, &limits())
+}
+
+/// The archive read as it streams in `chunk`-byte pieces: its header and data section.
+pub(super) fn stream(
+    archive: &[u8],
+    limits: &ReadLimits,
+    chunk: usize,
+) -> Result<(SafetensorsHeader, Vec<u8>), TorchSaveError> {
+    let mut reader = StreamReader::new(*limits);
+    let (mut header, mut data, mut events) = (None, Vec::new(), Vec::new());
+    for piece in archive.chunks(chunk.max(1)) {
+        reader.push(bytes::Bytes::copy_from_slice(piece), &mut events)?;
+        for event in events.drain(..) {
+            match event {
+                StreamEvent::Planned(planned) => {
+                    assert!(header.is_none(), "planned twice");
+                    header = Some(planned);
+                }
+                StreamEvent::Data { offset, bytes } => {
+                    assert!(header.is_some(), "data before the plan");
+                    assert_eq!(offset, data.len(), "pieces come in order");
+                    data.extend_from_slice(&bytes);
+                }
+            }
+        }
+    }
+    reader.finish()?;
+    let header = header.expect("a finished archive was planned");
+    assert_eq!(header.data_len, data.len());
+    Ok((header, data))
+}
+
+/// Reads `archive` whole and as it streams (in pieces of 1, 61 and 4096 bytes, and whole):
+/// the streaming reader refuses what the whole reader refuses and reads the same tensors from
+/// the rest. The whole reader's result.
+pub(super) fn read_both(
+    archive: &[u8],
+    limits: &ReadLimits,
+) -> Result<Vec<TorchSaveTensor>, TorchSaveError> {
+    let whole = read(archive, limits);
+    for chunk in [1, 61, 4096, archive.len()] {
+        let streamed = stream(archive, limits, chunk);
+        match (&whole, streamed) {
+            (Ok(tensors), Ok((header, data))) => {
+                assert_eq!(header, safetensors_header(tensors), "chunk {chunk}");
+                let concatenated: Vec<u8> = tensors
+                    .iter()
+                    .flat_map(|t| t.bytes(archive).to_vec())
+                    .collect();
+                assert_eq!(data, concatenated, "chunk {chunk}");
+            }
+            (Err(_), Err(_)) => {}
+            (Ok(_), Err(e)) => panic!("streamed in {chunk}-byte pieces: refused ({e})"),
+            (Err(e), Ok(_)) => panic!("streamed in {chunk}-byte pieces: read, but whole: {e}"),
+        }
+    }
+    whole
 }
 
 #[test]
@@ -378,7 +436,7 @@ fn pickles_of_many_tiny_objects_are_held_to_the_value_limit() {
         max_pickle_values: 1000,
         ..limits()
     };
-    let error = read(&archive, &tight).unwrap_err();
+    let error = read_both(&archive, &tight).unwrap_err();
     assert!(
         error.to_string().contains("more than 1000 values"),
         "{error}"
@@ -539,7 +597,7 @@ fn the_entry_limit_is_applied_before_reading_the_directory() {
         ..limits()
     };
     assert!(matches!(
-        read(&archive, &tight),
+        read_both(&archive, &tight),
         Err(TorchSaveError::Container(_))
     ));
     assert_eq!(read_one(&archive).unwrap(), vec![]);

@@ -17,22 +17,22 @@ use std::ops::Range;
 
 use super::TorchSaveError;
 
-const LOCAL_HEADER: u32 = 0x0403_4b50;
-const CENTRAL_HEADER: u32 = 0x0201_4b50;
-const END_OF_CENTRAL_DIRECTORY: u32 = 0x0605_4b50;
-const ZIP64_END_OF_CENTRAL_DIRECTORY: u32 = 0x0606_4b50;
+pub(super) const LOCAL_HEADER: u32 = 0x0403_4b50;
+pub(super) const CENTRAL_HEADER: u32 = 0x0201_4b50;
+pub(super) const END_OF_CENTRAL_DIRECTORY: u32 = 0x0605_4b50;
+pub(super) const ZIP64_END_OF_CENTRAL_DIRECTORY: u32 = 0x0606_4b50;
 const ZIP64_LOCATOR: u32 = 0x0706_4b50;
 /// The extra-field id of zip64 sizes and offsets.
-const ZIP64_EXTRA: u16 = 0x0001;
+pub(super) const ZIP64_EXTRA: u16 = 0x0001;
 const END_RECORD_LEN: usize = 22;
 const ZIP64_LOCATOR_LEN: usize = 20;
 const ZIP64_END_RECORD_LEN: usize = 56;
 const CENTRAL_HEADER_LEN: usize = 46;
-const LOCAL_HEADER_LEN: usize = 30;
+pub(super) const LOCAL_HEADER_LEN: usize = 30;
 /// Compression method "stored": the only one accepted.
-const METHOD_STORED: u16 = 0;
+pub(super) const METHOD_STORED: u16 = 0;
 /// General-purpose flag bit 0: the entry is encrypted.
-const FLAG_ENCRYPTED: u16 = 1;
+pub(super) const FLAG_ENCRYPTED: u16 = 1;
 
 /// The entries of an archive: each name with the byte range of its data in the body.
 #[derive(Debug)]
@@ -45,7 +45,8 @@ pub struct ZipArchive {
 impl ZipArchive {
     /// Reads the central directory of `body`, holding at most `max_entries` entries.
     pub fn parse(body: &[u8], max_entries: usize) -> Result<Self, TorchSaveError> {
-        let directory = CentralDirectory::locate(body)?;
+        let window = Cursor { body, base: 0 };
+        let directory = CentralDirectory::locate(&window)?;
         // Each central header takes at least 46 bytes: a count the directory cannot hold is a
         // lie, refused before anything is allocated for it.
         if directory.entries > directory.range.len() / CENTRAL_HEADER_LEN {
@@ -66,7 +67,7 @@ impl ZipArchive {
         let mut prefix: Option<String> = None;
         let mut cursor = directory.range.start;
         for _ in 0..directory.entries {
-            let entry = CentralEntry::parse(body, cursor, directory.range.end)?;
+            let entry = CentralEntry::parse(&window, cursor, directory.range.end)?;
             cursor = entry.next;
             let (top, _) = entry
                 .name
@@ -116,19 +117,27 @@ impl ZipArchive {
     }
 }
 
-fn zip(problem: impl Into<String>) -> TorchSaveError {
+pub(super) fn zip(problem: impl Into<String>) -> TorchSaveError {
     TorchSaveError::Container(problem.into())
 }
 
-/// Reads little-endian integers at checked positions.
+/// Reads little-endian integers at checked positions of a window of the archive: `body` holds
+/// the archive's bytes from `base` on (all of it for a buffered archive, its tail when the
+/// archive streamed by and only the central directory was kept). Positions are the archive's.
 struct Cursor<'a> {
     body: &'a [u8],
+    base: usize,
 }
 
 impl Cursor<'_> {
+    /// Bytes of the whole archive (the window ends where the archive does).
+    fn archive_len(&self) -> usize {
+        self.base + self.body.len()
+    }
     fn bytes(&self, at: usize, len: usize) -> Result<&[u8], TorchSaveError> {
-        at.checked_add(len)
-            .and_then(|end| self.body.get(at..end))
+        at.checked_sub(self.base)
+            .and_then(|start| Some(start..start.checked_add(len)?))
+            .and_then(|range| self.body.get(range))
             .ok_or_else(|| {
                 zip(format!(
                     "a record at byte {at} runs past the end of the body"
@@ -170,11 +179,10 @@ fn within(value: u64, body_len: usize, what: &str) -> Result<usize, TorchSaveErr
 }
 
 impl CentralDirectory {
-    fn locate(body: &[u8]) -> Result<Self, TorchSaveError> {
-        let c = Cursor { body };
+    fn locate(c: &Cursor<'_>) -> Result<Self, TorchSaveError> {
         // torch.save writes no archive comment, so the end record is the last 22 bytes.
-        let end = body
-            .len()
+        let end = c
+            .archive_len()
             .checked_sub(END_RECORD_LEN)
             .ok_or_else(|| zip("the body is too short to be a zip archive"))?;
         if c.u32(end)? != END_OF_CENTRAL_DIRECTORY {
@@ -195,7 +203,7 @@ impl CentralDirectory {
         {
             let record = within(
                 c.u64(locator + 8)?,
-                body.len(),
+                c.archive_len(),
                 "the zip64 end record offset",
             )?;
             if record.checked_add(ZIP64_END_RECORD_LEN) != Some(locator) {
@@ -225,8 +233,8 @@ impl CentralDirectory {
             (entries, size, offset) = (zip64_entries, zip64_size, zip64_offset);
             directory_end = record;
         }
-        let start = within(offset, body.len(), "the central directory offset")?;
-        let size = within(size, body.len(), "the central directory size")?;
+        let start = within(offset, c.archive_len(), "the central directory offset")?;
+        let size = within(size, c.archive_len(), "the central directory size")?;
         if start.checked_add(size) != Some(directory_end) {
             return Err(zip(format!(
                 "the central directory [{start}, +{size}) does not end where the end record \
@@ -242,16 +250,15 @@ impl CentralDirectory {
 }
 
 /// One central-directory entry.
-struct CentralEntry {
-    name: String,
-    size: u64,
-    local_offset: usize,
+pub(super) struct CentralEntry {
+    pub name: String,
+    pub size: u64,
+    pub local_offset: usize,
     next: usize,
 }
 
 impl CentralEntry {
-    fn parse(body: &[u8], at: usize, directory_end: usize) -> Result<Self, TorchSaveError> {
-        let c = Cursor { body };
+    fn parse(c: &Cursor<'_>, at: usize, directory_end: usize) -> Result<Self, TorchSaveError> {
         if at.saturating_add(CENTRAL_HEADER_LEN) > directory_end || c.u32(at)? != CENTRAL_HEADER {
             return Err(zip(format!("no central directory entry at byte {at}")));
         }
@@ -319,7 +326,7 @@ impl CentralEntry {
             )));
         }
         Ok(Self {
-            local_offset: within(local_offset, body.len(), "a local header offset")?,
+            local_offset: within(local_offset, c.archive_len(), "a local header offset")?,
             name,
             size,
             next,
@@ -332,7 +339,7 @@ impl CentralEntry {
         body: &[u8],
         directory_start: usize,
     ) -> Result<Range<usize>, TorchSaveError> {
-        let c = Cursor { body };
+        let c = Cursor { body, base: 0 };
         let at = self.local_offset;
         if c.u32(at)? != LOCAL_HEADER {
             return Err(zip(format!(
@@ -364,8 +371,47 @@ impl CentralEntry {
     }
 }
 
+/// The central directory of an archive that streamed by, read from `tail`: the archive's
+/// bytes from `base` (where its last entry ended) to its end. The directory must start at
+/// `base`; its entries are returned in order, at most `max_entries` of them.
+pub(super) fn central_directory_at(
+    tail: &[u8],
+    base: usize,
+    max_entries: usize,
+) -> Result<Vec<CentralEntry>, TorchSaveError> {
+    let window = Cursor { body: tail, base };
+    let directory = CentralDirectory::locate(&window)?;
+    if directory.range.start != base {
+        return Err(zip(format!(
+            "the central directory is said to start at byte {}, but the last entry ended at {base}",
+            directory.range.start
+        )));
+    }
+    if directory.entries > directory.range.len() / CENTRAL_HEADER_LEN
+        || directory.entries > max_entries
+    {
+        return Err(zip(format!(
+            "the end record claims {} entries, more than the {}-byte central directory or the \
+             limit of {max_entries} allows",
+            directory.entries,
+            directory.range.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(directory.entries);
+    let mut cursor = directory.range.start;
+    for _ in 0..directory.entries {
+        let entry = CentralEntry::parse(&window, cursor, directory.range.end)?;
+        cursor = entry.next;
+        entries.push(entry);
+    }
+    if cursor != directory.range.end {
+        return Err(zip("the central directory has bytes after its last entry"));
+    }
+    Ok(entries)
+}
+
 /// Refuses names a path-joining reader could be tricked with.
-fn check_name(name: &str) -> Result<(), TorchSaveError> {
+pub(super) fn check_name(name: &str) -> Result<(), TorchSaveError> {
     let bad = name.is_empty()
         || name.starts_with('/')
         || name.contains('\\')
