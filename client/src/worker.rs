@@ -396,6 +396,7 @@ async fn heartbeat_loop(
             steps_per_second: rate,
             stats: None,
             command_ack: Some(command_ack),
+            sync_state: None,
         };
         match client.heartbeat(&heartbeat).await {
             Ok(reply) => {

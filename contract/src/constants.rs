@@ -143,6 +143,7 @@ mod samples {
             steps_per_second: Some(0.0),
             output_dir: text(),
             stats: BTreeMap::new(),
+            sync_state: BTreeMap::new(),
             restored: false,
         };
         Full {
@@ -168,6 +169,7 @@ mod samples {
                 steps_per_second: Some(0.0),
                 stats: Some(Value::Null),
                 command_ack: Some(0),
+                sync_state: Some(Value::Null),
             },
             heartbeat_reply: HeartbeatReply {
                 status: ReplyStatus::Ok,
@@ -279,7 +281,13 @@ mod tests {
         );
         assert_eq!(
             doc["fields"]["heartbeat_request"],
-            json!(["command_ack", "stats", "steps_per_second", "worker_id"])
+            json!([
+                "command_ack",
+                "stats",
+                "steps_per_second",
+                "sync_state",
+                "worker_id"
+            ])
         );
         assert_eq!(
             doc["relayed_commands"],

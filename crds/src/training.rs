@@ -77,6 +77,14 @@ pub struct TrainingSpec {
     #[serde(default = "default_checkpoint_every_rounds")]
     #[schemars(range(min = 0))]
     pub checkpoint_every_rounds: i32,
+
+    /// Tokens (the run's `total_tokens`, from workers' reported `tokens_total`) after which
+    /// every registered worker is told `save_and_stop`, once. Unset or 0: no budget. A change
+    /// restarts the coordinator from its checkpoint with the new budget;
+    /// `/control/update_token_budget` changes it without a restart until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub token_budget: Option<i64>,
 }
 
 impl Default for TrainingSpec {
@@ -94,6 +102,7 @@ impl Default for TrainingSpec {
             wire_format: WireFormat::default(),
             num_fragments: default_num_fragments(),
             checkpoint_every_rounds: default_checkpoint_every_rounds(),
+            token_budget: None,
         }
     }
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict
 
@@ -102,6 +103,17 @@ def test_a_relayed_command_comes_again_until_acknowledged_and_is_queued_once(
     assert "command" not in acknowledged
     assert heartbeat.next_command() == protocol.SAVE_AND_STOP
     assert heartbeat.next_command() is None
+    # sync_state (forgather's keys) is kept by whitelist, finite numbers only, per worker.
+    client.heartbeat(
+        "w0", sync_state={"sync_count": 2, "last_send_mb": 1.5, "secret": 7, "sync_every": "x"}
+    )
+    worker = client.status()["workers"]["w0"]
+    assert worker["sync_state"] == {"sync_count": 2.0, "last_send_mb": 1.5}
+    # Timestamps are RFC 3339 UTC ending in "Z" (forgather's end in "+00:00"): the same
+    # instant to datetime.fromisoformat (Python 3.11 on).
+    for stamp in (worker["registered_at"], worker["last_heartbeat"]):
+        assert stamp.endswith("Z"), stamp
+        assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0), stamp
     client.close()
 
 

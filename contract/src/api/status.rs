@@ -101,6 +101,9 @@ pub struct WorkerStatus {
     pub output_dir: Option<String>,
     /// Its latest whitelisted statistics.
     pub stats: BTreeMap<String, f64>,
+    /// Its latest synchronisation bookkeeping (whitelisted like `stats`).
+    #[serde(default)]
+    pub sync_state: BTreeMap<String, f64>,
     /// Restored from a checkpoint and not heard from since the restart.
     pub restored: bool,
 }

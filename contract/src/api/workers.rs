@@ -63,6 +63,11 @@ pub struct HeartbeatRequest {
     /// workers) a command is delivered once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_ack: Option<u64>,
+    /// The worker's synchronisation bookkeeping (`sync_count`, `last_sync_time`,
+    /// `total_sync_time`, `last_send_mb`, `last_recv_mb`, `sync_every`; the coordinator keeps
+    /// those, finite numbers only), shown in `/status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_state: Option<serde_json::Value>,
 }
 
 /// `/heartbeat` reply.
@@ -177,6 +182,7 @@ mod tests {
             serde_json::from_str(r#"{"worker_id": "w0", "sync_state": {"x": 1}}"#).unwrap();
         assert_eq!(beat.worker_id, "w0");
         assert_eq!(beat.command_ack, None);
+        assert_eq!(beat.sync_state, Some(serde_json::json!({"x": 1})));
         assert!(serde_json::from_str::<RegisterRequest>(r#"{"hostname": "h"}"#).is_err());
     }
 

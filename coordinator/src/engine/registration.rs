@@ -132,6 +132,9 @@ impl Coordinator {
         if let Some(stats) = &request.stats {
             worker.record_stats(stats);
         }
+        if let Some(sync_state) = &request.sync_state {
+            worker.record_sync_state(sync_state);
+        }
         let relayed = match request.command_ack {
             None => worker.command.take(),
             Some(ack) => {
@@ -152,6 +155,11 @@ impl Coordinator {
             command: relayed.map(|pending| pending.command),
             command_id: relayed.map(|pending| pending.id),
         })
+    }
+
+    /// Workers registered right now.
+    pub fn num_registered(&self) -> usize {
+        lock(&self.shared).roster.workers.len()
     }
 
     /// Removes a worker for `caller`, its owner or an admin (a no-op for unknown ids, as in
@@ -403,6 +411,41 @@ mod tests {
                 .heartbeat(beat("w0", None), &Caller::admin_token()),
             Err(EngineError::Forbidden(_))
         ));
+    }
+
+    /// A departure frees the id: after `/deregister` and after a heartbeat eviction the same
+    /// id registers again (forgather's item 43), while distinct ids coexist and a live one is
+    /// still refused.
+    #[tokio::test]
+    async fn an_id_registers_again_after_deregister_and_after_eviction() {
+        let run = Run::with_settings(&["w0", "w1"], |c| {
+            c.training.heartbeat_timeout_seconds = 1;
+        });
+        let worker = Caller::worker_token();
+        assert!(
+            run.engine
+                .register(registration("w1"), &worker)
+                .await
+                .is_err()
+        );
+        run.engine.deregister("w0", &worker).unwrap();
+        assert_eq!(run.engine.num_registered(), 1);
+        run.engine
+            .register(registration("w0"), &worker)
+            .await
+            .unwrap();
+        assert_eq!(run.engine.num_registered(), 2, "w0 again, beside w1");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        run.engine.tick();
+        assert_eq!(run.engine.num_registered(), 0, "both evicted");
+        for id in ["w1", "w0"] {
+            run.engine
+                .register(registration(id), &worker)
+                .await
+                .unwrap();
+        }
+        assert_eq!(run.status().num_registered, 2);
+        assert_eq!(run.status().total_worker_deaths, Some(3));
     }
 
     /// Deregistering the only missing worker releases the round's barrier; its departure is

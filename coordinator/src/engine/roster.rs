@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 use diloco_contract::api::RelayedCommand;
 use jiff::Timestamp;
 
+/// A worker's `sync_state` keys kept (finite numbers only), as forgather whitelists them.
+pub const SYNC_STATE_KEYS: &[&str] = &[
+    "sync_count",
+    "last_sync_time",
+    "total_sync_time",
+    "last_send_mb",
+    "last_recv_mb",
+    "sync_every",
+];
+
 /// Worker-reported statistics kept (finite numbers only), as forgather whitelists them.
 pub const STAT_KEYS: &[&str] = &[
     "tokens_total",
@@ -53,6 +63,8 @@ pub struct Worker {
     pub steps_per_second: Option<f64>,
     /// Latest whitelisted statistics.
     pub stats: BTreeMap<String, f64>,
+    /// Latest whitelisted synchronisation bookkeeping.
+    pub sync_state: BTreeMap<String, f64>,
     /// Parameters its uploads must carry (its slice; all of them by default).
     pub required: Arc<Vec<usize>>,
     /// Round of its last folded upload.
@@ -80,6 +92,7 @@ impl Worker {
             last_seen: now,
             steps_per_second: None,
             stats: BTreeMap::new(),
+            sync_state: BTreeMap::new(),
             required,
             last_sync_round: None,
             command: None,
@@ -96,15 +109,29 @@ impl Worker {
 
     /// Keeps the whitelisted, finite numbers of a stats object.
     pub fn record_stats(&mut self, stats: &serde_json::Value) {
-        let Some(map) = stats.as_object() else { return };
-        for key in STAT_KEYS {
-            if let Some(v) = map
-                .get(*key)
-                .and_then(serde_json::Value::as_f64)
-                .filter(|v| v.is_finite())
-            {
-                self.stats.insert((*key).to_string(), v);
-            }
+        keep_finite(&mut self.stats, stats, STAT_KEYS);
+    }
+
+    /// Keeps the whitelisted, finite numbers of a `sync_state` object.
+    pub fn record_sync_state(&mut self, sync_state: &serde_json::Value) {
+        keep_finite(&mut self.sync_state, sync_state, SYNC_STATE_KEYS);
+    }
+}
+
+/// Copies `keys`' finite numbers from the object `reported` into `kept`; anything else
+/// (other keys, strings, booleans, NaN, a non-object) is dropped.
+fn keep_finite(kept: &mut BTreeMap<String, f64>, reported: &serde_json::Value, keys: &[&str]) {
+    let Some(map) = reported.as_object() else {
+        return;
+    };
+    for key in keys {
+        if let Some(v) = map
+            .get(*key)
+            .filter(|v| v.is_number())
+            .and_then(serde_json::Value::as_f64)
+            .filter(|v| v.is_finite())
+        {
+            kept.insert((*key).to_string(), v);
         }
     }
 }

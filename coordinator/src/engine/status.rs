@@ -35,6 +35,7 @@ impl Coordinator {
                     steps_per_second: w.steps_per_second,
                     output_dir: w.output_dir.clone(),
                     stats: w.stats.clone(),
+                    sync_state: w.sync_state.clone(),
                     restored: w.restored,
                 };
                 (id.clone(), status)
@@ -240,6 +241,9 @@ mod tests {
                     "grad_norm": loss, "peak_mem": 1e9, "eval_step": tokens, "secret": 1,
                 })),
                 command_ack: None,
+                sync_state: Some(serde_json::json!({
+                    "sync_count": 3, "last_send_mb": 1.5, "sync_every": "often", "other": 1,
+                })),
             };
             run.engine.heartbeat(beat, &Caller::worker_token()).unwrap();
         }
@@ -263,6 +267,15 @@ mod tests {
         assert_eq!(status.aggregate_stats.total_tokens, 20.0);
         assert_eq!(status.aggregate_stats.num_reporting, 2);
         assert!(!status.workers["w0"].stats.contains_key("secret"));
+        // sync_state is kept by its own whitelist, finite numbers only.
+        assert_eq!(
+            status.workers["w0"].sync_state,
+            [
+                ("last_send_mb".to_string(), 1.5),
+                ("sync_count".to_string(), 3.0)
+            ]
+            .into()
+        );
         assert_eq!(status.workers["w1"].steps_per_second, Some(2.5));
         assert_eq!(status.waiting_for, vec!["w0", "w1"]);
         assert_eq!(status.model_params, 8);

@@ -37,7 +37,10 @@ pub async fn register(
         audit_record("register", &extensions)
             .worker(worker_id)
             .round(published.round)
-            .details(json!({"hostname": hostname})),
+            .details(json!({
+                "hostname": hostname,
+                "num_registered": app.engine.num_registered(),
+            })),
     );
     let mut response = tensor_response(&published, format).await?;
     if let Some(url) = app.bulk.as_ref().map(|advert| advert.url(&headers))

@@ -200,10 +200,12 @@ class CoordinatorClient:
         steps_per_second: Optional[float] = None,
         stats: Optional[Mapping[str, float]] = None,
         command_ack: Optional[int] = None,
+        sync_state: Optional[Mapping[str, float]] = None,
     ) -> Dict[str, Any]:
         """``POST /heartbeat``: the reply (round, worker counts, maybe a ``command`` with its
         ``command_id``). ``command_ack`` is the id of the newest command received (0: none):
-        the coordinator sends a command again until its id is acknowledged."""
+        the coordinator sends a command again until its id is acknowledged. ``sync_state``
+        (``sync_count``, ``last_sync_time``, …) is shown per worker in ``/status``."""
         body: Dict[str, Any] = {"worker_id": worker_id}
         if steps_per_second is not None:
             body["steps_per_second"] = steps_per_second
@@ -211,6 +213,8 @@ class CoordinatorClient:
             body["stats"] = dict(stats)
         if command_ack is not None:
             body["command_ack"] = command_ack
+        if sync_state:
+            body["sync_state"] = dict(sync_state)
         return self._json(self._send("POST", HEARTBEAT, json_body=body), HEARTBEAT)
 
     def deregister(self, worker_id: str, timeout: Optional[float] = None) -> None:

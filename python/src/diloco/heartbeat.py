@@ -70,6 +70,8 @@ class Heartbeat:
         # The id of the newest command received (0: none yet), acknowledged by every beat.
         self._command_ack = 0
         self._stats: Dict[str, float] = {}
+        # The latest sync bookkeeping, sent with every beat (not consumed like stats).
+        self._sync_state: Dict[str, float] = {}
         self._thread = threading.Thread(
             target=self._run, name=f"diloco-heartbeat-{worker_id}", daemon=True
         )
@@ -90,6 +92,13 @@ class Heartbeat:
         with self._lock:
             self._stats.update(stats)
 
+    def report_sync(self, sync_state: Dict[str, float]) -> None:
+        """The worker's sync bookkeeping (``sync_count``, ``last_sync_time``,
+        ``total_sync_time``, ``last_send_mb``, ``last_recv_mb``, ``sync_every``), sent with
+        every beat from now on; ``/status`` shows it per worker."""
+        with self._lock:
+            self._sync_state = dict(sync_state)
+
     def next_command(self) -> Optional[str]:
         """The oldest command relayed by the coordinator and not yet taken, if any."""
         with self._lock:
@@ -104,9 +113,11 @@ class Heartbeat:
             last_time, last_steps = now, steps
             with self._lock:
                 stats, self._stats = self._stats, {}
-                ack = self._command_ack
+                ack, sync_state = self._command_ack, dict(self._sync_state)
             try:
-                reply = self.client.heartbeat(self.worker_id, rate, stats or None, ack)
+                reply = self.client.heartbeat(
+                    self.worker_id, rate, stats or None, ack, sync_state or None
+                )
             except CoordinatorRefused as error:
                 if error.kind == UNKNOWN_WORKER:
                     self.forgotten.set()

@@ -98,7 +98,7 @@ ERROR_KINDS = (
 
 FIELDS = {
     "register_request": ("worker_id", "hostname", "param_shapes"),
-    "heartbeat_request": ("worker_id", "steps_per_second", "stats", "command_ack"),
+    "heartbeat_request": ("worker_id", "steps_per_second", "stats", "command_ack", "sync_state"),
     "heartbeat_reply": ("command", "command_id"),
     "worker_ref": ("worker_id",),
     "error_body": ("error", "kind"),

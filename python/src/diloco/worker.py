@@ -159,6 +159,8 @@ class DiLoCoWorker:
         self._hook: Optional[Any] = None
         self.round = 0
         self.last_report: Optional[SyncReport] = None
+        self._sync_count = 0
+        self._total_sync_time = 0.0
         self._registered = False
         try:
             self.settings = self._join(initialize)
@@ -378,6 +380,18 @@ class DiLoCoWorker:
         self._steps_since_sync = 0
         report = SyncReport(self.round, contributed, upload_bytes, time.monotonic() - started)
         self.last_report = report
+        self._sync_count += 1
+        self._total_sync_time += report.seconds
+        self._heartbeat.report_sync(
+            {
+                "sync_count": self._sync_count,
+                "last_sync_time": report.seconds,
+                "total_sync_time": self._total_sync_time,
+                "last_send_mb": upload_bytes / 1e6,
+                "last_recv_mb": len(blob.data) / 1e6,
+                "sync_every": self.sync_every,
+            }
+        )
         return report
 
     def _adopt(self, blob: ParamsBlob, upload_bytes: int, started: float) -> SyncReport:

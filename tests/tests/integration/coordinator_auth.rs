@@ -206,6 +206,7 @@ async fn bearer_tokens_are_enforced_rotated_live_and_never_leak() {
     let register = records.iter().find(|r| r["event"] == "register").unwrap();
     assert_eq!(register["worker_id"], "w1");
     assert_eq!(register["caller"], "worker-token");
+    assert_eq!(register["details"]["num_registered"], 1, "{register}");
     assert!(
         register["remote_addr"]
             .as_str()

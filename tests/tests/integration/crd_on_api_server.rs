@@ -131,6 +131,14 @@ async fn schema_violations_are_rejected_with_their_messages() {
     assert!(message.contains("spec.control.port"), "{message}");
     assert!(message.contains("65535"), "{message}");
 
+    let message = rejection_message(
+        &client,
+        &namespace,
+        json!({"image": "x", "training": {"tokenBudget": -1}}),
+    )
+    .await;
+    assert!(message.contains("spec.training.tokenBudget"), "{message}");
+
     let message =
         rejection_message(&client, &namespace, json!({"image": "x", "device": "tpu"})).await;
     assert!(

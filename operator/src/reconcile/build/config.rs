@@ -116,8 +116,12 @@ fn training(spec: &DiLoCoServerSpec) -> Result<TrainingConfig> {
         sync_every: count("training.syncEvery", training.sync_every)?,
         upload_dtype: training.upload_dtype.into(),
         download_dtype: training.download_dtype.into(),
-        // Not in the custom resource yet: set at run time with /control/update_token_budget.
-        token_budget: 0,
+        token_budget: match training.token_budget {
+            None => 0,
+            Some(budget) => u64::try_from(budget).map_err(|_| {
+                Error::InvalidSpec(format!("training.tokenBudget {budget} is out of range"))
+            })?,
+        },
         wire_format: match training.wire_format {
             WireFormat::Safetensors => PayloadFormat::Safetensors,
             WireFormat::Pickle => PayloadFormat::Pickle,

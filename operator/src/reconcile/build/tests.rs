@@ -209,6 +209,7 @@ fn the_rendered_config_reads_back_as_the_coordinator_s_configuration() {
     training.upload_dtype = diloco_crds::WireDtype::Fp32;
     training.outer_optimizer.lr = 0.5;
     training.outer_optimizer.nesterov = false;
+    training.token_budget = Some(2_000_000);
     let desired = built(&server, &owned_credentials());
     let text = config_map_text(&desired, "llm-coordinator-config", "coordinator.yaml");
     let parsed: Config = serde_norway::from_str(&text).unwrap();
@@ -218,6 +219,7 @@ fn the_rendered_config_reads_back_as_the_coordinator_s_configuration() {
     assert_eq!(parsed.training.upload_dtype, ConfigDtype::Fp32);
     assert_eq!(parsed.training.outer_optimizer.lr, 0.5);
     assert!(!parsed.training.outer_optimizer.nesterov);
+    assert_eq!(parsed.training.token_budget, 2_000_000);
     assert_eq!(parsed.listen, "0.0.0.0:8512".parse().unwrap());
     assert_eq!(parsed.limits, Default::default());
     parsed.validate().unwrap();
