@@ -166,13 +166,7 @@ pub fn read(archive: &[u8], limits: &ReadLimits) -> Result<Vec<TorchSaveTensor>,
                 ))
             })?;
         let bytes = tensor::output_bytes(&name, &view, &record)?;
-        total = total.saturating_add(bytes);
-        if total > limits.max_tensor_bytes {
-            return Err(TorchSaveError::TooLarge {
-                declared: total,
-                limit: limits.max_tensor_bytes,
-            });
-        }
+        tensor::count_against(&mut total, bytes, limits.max_tensor_bytes)?;
         planned.push((name, view, record, bytes));
     }
     planned

@@ -75,6 +75,19 @@ pub fn output_bytes(
         .ok_or_else(|| bad("size overflows".into()))
 }
 
+/// Adds a tensor's `bytes` to the `total` of an archive's tensors, refusing a total past
+/// `limit` (checked for every tensor before any is gathered or held).
+pub fn count_against(total: &mut u64, bytes: u64, limit: u64) -> Result<(), TorchSaveError> {
+    *total = total.saturating_add(bytes);
+    if *total > limit {
+        return Err(TorchSaveError::TooLarge {
+            declared: *total,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Whether the view is row-major contiguous (strides of size-1 dimensions do not matter,
 /// as in `Tensor.is_contiguous`).
 pub fn is_contiguous(view: &TensorView) -> bool {

@@ -30,9 +30,9 @@ const ZIP64_END_RECORD_LEN: usize = 56;
 const CENTRAL_HEADER_LEN: usize = 46;
 pub(super) const LOCAL_HEADER_LEN: usize = 30;
 /// Compression method "stored": the only one accepted.
-pub(super) const METHOD_STORED: u16 = 0;
+const METHOD_STORED: u16 = 0;
 /// General-purpose flag bit 0: the entry is encrypted.
-pub(super) const FLAG_ENCRYPTED: u16 = 1;
+const FLAG_ENCRYPTED: u16 = 1;
 
 /// The entries of an archive: each name with the byte range of its data in the body.
 #[derive(Debug)]
@@ -281,16 +281,7 @@ impl CentralEntry {
         let name = std::str::from_utf8(c.bytes(name_at, name_len)?)
             .map_err(|_| zip(format!("the entry name at byte {at} is not UTF-8")))?
             .to_string();
-        check_name(&name)?;
-        if flags & FLAG_ENCRYPTED != 0 {
-            return Err(zip(format!("entry {name:?} is encrypted")));
-        }
-        if method != METHOD_STORED {
-            return Err(zip(format!(
-                "entry {name:?} is compressed (method {method}); torch.save stores entries \
-                 uncompressed and nothing is inflated here"
-            )));
-        }
+        check_entry(&name, flags, method)?;
         if disk != 0 && disk != 0xffff {
             return Err(zip(format!("entry {name:?} is on another disk")));
         }
@@ -410,8 +401,24 @@ pub(super) fn central_directory_at(
     Ok(entries)
 }
 
+/// Refuses an entry `torch.save` never writes: a name a path-joining reader could be tricked
+/// with, an encrypted entry, a compressed one (nothing is ever inflated, so no zip bomb).
+pub(super) fn check_entry(name: &str, flags: u16, method: u16) -> Result<(), TorchSaveError> {
+    check_name(name)?;
+    if flags & FLAG_ENCRYPTED != 0 {
+        return Err(zip(format!("entry {name:?} is encrypted")));
+    }
+    if method != METHOD_STORED {
+        return Err(zip(format!(
+            "entry {name:?} is compressed (method {method}); torch.save stores entries \
+             uncompressed and nothing is inflated here"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses names a path-joining reader could be tricked with.
-pub(super) fn check_name(name: &str) -> Result<(), TorchSaveError> {
+fn check_name(name: &str) -> Result<(), TorchSaveError> {
     let bad = name.is_empty()
         || name.starts_with('/')
         || name.contains('\\')

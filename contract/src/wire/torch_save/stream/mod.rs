@@ -21,19 +21,19 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::tensor::{self, TensorBytes};
-use super::unpickler::{self, TensorView};
+mod local_header;
+mod plan;
+
+use local_header::{DESCRIPTOR, LocalHeader, find_descriptor, u16_at, u32_at, u64_at};
+use plan::Plan;
+
 use super::zip_reader::{
-    self, CENTRAL_HEADER, END_OF_CENTRAL_DIRECTORY, FLAG_ENCRYPTED, LOCAL_HEADER, LOCAL_HEADER_LEN,
-    METHOD_STORED, ZIP64_END_OF_CENTRAL_DIRECTORY, ZIP64_EXTRA, zip,
+    self, CENTRAL_HEADER, END_OF_CENTRAL_DIRECTORY, LOCAL_HEADER, LOCAL_HEADER_LEN,
+    ZIP64_END_OF_CENTRAL_DIRECTORY, zip,
 };
 use super::{ReadLimits, TorchSaveError};
-use crate::wire::safetensors::{SafetensorsHeader, TensorEntry};
+use crate::wire::safetensors::SafetensorsHeader;
 
-/// Signature of a data descriptor (`torch.save`'s writer always writes it).
-const DESCRIPTOR: u32 = 0x0807_4b50;
-/// Flag bit 3: the sizes follow the data, in a data descriptor.
-const FLAG_DESCRIPTOR: u16 = 1 << 3;
 /// Largest record other than `data.pkl` and the storages read without a size in its header
 /// (`byteorder`, `version`, `.format_version`, … hold a few bytes).
 const SMALL_RECORD_MAX: usize = 1 << 20;
@@ -113,37 +113,6 @@ enum Target {
     Through { tensor: usize },
     /// A storage record, held until complete.
     Hold { key: String, bytes: Vec<u8> },
-}
-
-/// The tensors the pickle describes and how far their data has gone out.
-struct Plan {
-    tensors: Vec<PlannedTensor>,
-    storages: HashMap<String, Storage>,
-    /// The next tensor whose data goes out.
-    next: usize,
-    /// Bytes of the data section handed out.
-    emitted: usize,
-}
-
-struct PlannedTensor {
-    name: String,
-    view: TensorView,
-    /// Its row-major bytes.
-    bytes: u64,
-    /// Whether its storage record is exactly its bytes (a contiguous view of all of a storage
-    /// no other tensor views): then it can pass straight through.
-    whole_storage: bool,
-}
-
-struct Storage {
-    /// Bytes its record must hold.
-    record_len: u64,
-    /// Tensors viewing it whose data has not gone out yet.
-    views_left: usize,
-    /// Its record, once complete (when it was held rather than passed through).
-    data: Option<Bytes>,
-    /// Whether its record has arrived (passed through or held).
-    arrived: bool,
 }
 
 impl StreamReader {
@@ -637,237 +606,21 @@ impl StreamReader {
         pickle: &[u8],
         out: &mut Vec<StreamEvent>,
     ) -> Result<(), TorchSaveError> {
-        let views = unpickler::unpickle(pickle, self.limits.max_pickle_values)?;
-        let mut storages: HashMap<String, Storage> = HashMap::new();
-        let mut tensors = Vec::with_capacity(views.len());
-        let mut total = 0u64;
-        for (name, view) in views {
-            let record_len = view
-                .storage
-                .numel
-                .checked_mul(view.storage.dtype.size() as u64)
-                .ok_or_else(|| TorchSaveError::Tensor {
-                    name: name.clone(),
-                    problem: format!("storage of {} elements overflows", view.storage.numel),
-                })?;
-            let storage = storages.entry(view.storage.key.clone()).or_insert(Storage {
-                record_len,
-                views_left: 0,
-                data: None,
-                arrived: false,
-            });
-            storage.views_left += 1;
-            let record =
-                0..usize::try_from(storage.record_len).map_err(|_| TorchSaveError::TooLarge {
-                    declared: storage.record_len,
-                    limit: self.limits.max_tensor_bytes,
-                })?;
-            let bytes = tensor::output_bytes(&name, &view, &record)?;
-            total = total.saturating_add(bytes);
-            if total > self.limits.max_tensor_bytes {
-                return Err(TorchSaveError::TooLarge {
-                    declared: total,
-                    limit: self.limits.max_tensor_bytes,
-                });
-            }
-            let whole_storage =
-                view.offset == 0 && tensor::is_contiguous(&view) && bytes == record_len;
-            tensors.push(PlannedTensor {
-                name,
-                view,
-                bytes,
-                whole_storage,
-            });
-        }
-        for t in &mut tensors {
-            t.whole_storage &= storages
-                .get(&t.view.storage.key)
-                .is_some_and(|s| s.views_left == 1);
-        }
-        let mut offset = 0;
-        let header = SafetensorsHeader {
-            tensors: tensors
-                .iter()
-                .map(|t| {
-                    let start = offset;
-                    offset += t.bytes as usize;
-                    TensorEntry {
-                        name: t.name.clone(),
-                        dtype: t.view.storage.dtype.safetensors_name().to_string(),
-                        // Dimensions fit in usize: their product's bytes were checked above.
-                        shape: t.view.shape.iter().map(|d| *d as usize).collect(),
-                        data: start..offset,
-                    }
-                })
-                .collect(),
-            metadata: Default::default(),
-            data_len: offset,
-        };
+        let (mut plan, header) = Plan::read(pickle, &self.limits)?;
         out.push(StreamEvent::Planned(header));
         for (key, bytes) in std::mem::take(&mut self.early) {
-            if let Some(storage) = storages.get_mut(&key) {
-                if bytes.len() as u64 != storage.record_len {
-                    return Err(zip(format!(
-                        "record data/{key} holds {} bytes; the pickle's storage needs {}",
-                        bytes.len(),
-                        storage.record_len
-                    )));
-                }
-                storage.arrived = true;
-                storage.data = Some(bytes);
-            }
+            plan.place_early(&key, bytes)?;
         }
-        self.plan = Some(Plan {
-            tensors,
-            storages,
-            next: 0,
-            emitted: 0,
-        });
+        self.plan = Some(plan);
         self.flush(out)
     }
 
-    /// Hands out, in the dict's order, the data of every tensor whose storage is held.
+    /// Hands out what the plan can, and stops counting what it no longer holds.
     fn flush(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), TorchSaveError> {
-        let Some(plan) = self.plan.as_mut() else {
-            return Ok(());
-        };
-        while let Some(t) = plan.tensors.get(plan.next) {
-            let key = &t.view.storage.key;
-            let Some(storage) = plan.storages.get_mut(key) else {
-                break;
-            };
-            let Some(data) = storage.data.clone() else {
-                break;
-            };
-            let record = 0..data.len();
-            let bytes = match tensor::materialize(&t.name, &t.view, &record, &data, t.bytes)? {
-                TensorBytes::Archive(range) => data.slice(range),
-                TensorBytes::Gathered(gathered) => Bytes::from(gathered),
-            };
-            storage.views_left -= 1;
-            if storage.views_left == 0 {
-                storage.data = None;
-                self.held = self.held.saturating_sub(data.len() as u64);
-            }
-            let len = bytes.len();
-            if len > 0 {
-                out.push(StreamEvent::Data {
-                    offset: plan.emitted,
-                    bytes,
-                });
-            }
-            plan.emitted += len;
-            plan.next += 1;
+        if let Some(plan) = self.plan.as_mut() {
+            let released = plan.flush(out)?;
+            self.held = self.held.saturating_sub(released);
         }
         Ok(())
     }
-}
-
-/// A local header, read.
-struct LocalHeader {
-    name: String,
-    offset: usize,
-    /// The data's size, when the header carries it.
-    size: Option<u64>,
-    has_descriptor: bool,
-    zip64: bool,
-}
-
-impl LocalHeader {
-    fn parse(h: &[u8], offset: usize) -> Result<Self, TorchSaveError> {
-        let flags = u16_at(h, 6);
-        let method = u16_at(h, 8);
-        let mut compressed = u64::from(u32_at(h, 18));
-        let mut size = u64::from(u32_at(h, 22));
-        let name_len = usize::from(u16_at(h, 26));
-        let name_end = LOCAL_HEADER_LEN + name_len;
-        let name = std::str::from_utf8(&h[LOCAL_HEADER_LEN..name_end])
-            .map_err(|_| zip(format!("the entry name at byte {offset} is not UTF-8")))?
-            .to_string();
-        zip_reader::check_name(&name)?;
-        if flags & FLAG_ENCRYPTED != 0 {
-            return Err(zip(format!("entry {name:?} is encrypted")));
-        }
-        if method != METHOD_STORED {
-            return Err(zip(format!(
-                "entry {name:?} is compressed (method {method}); torch.save stores entries \
-                 uncompressed and nothing is inflated here"
-            )));
-        }
-        let mut zip64 = false;
-        let mut extra = &h[name_end..];
-        while extra.len() >= 4 {
-            let id = u16_at(extra, 0);
-            let len = usize::from(u16_at(extra, 2));
-            let field = extra
-                .get(4..4 + len)
-                .ok_or_else(|| zip(format!("entry {name:?} has a truncated extra field")))?;
-            if id == ZIP64_EXTRA {
-                zip64 = true;
-                // In a local header the zip64 field holds both sizes, uncompressed first.
-                if field.len() >= 16 {
-                    if size == 0xffff_ffff {
-                        size = u64_at(field, 0);
-                    }
-                    if compressed == 0xffff_ffff {
-                        compressed = u64_at(field, 8);
-                    }
-                }
-            }
-            extra = &extra[4 + len..];
-        }
-        let has_descriptor = flags & FLAG_DESCRIPTOR != 0;
-        if !has_descriptor && (compressed != size || size == 0xffff_ffff) {
-            return Err(zip(format!(
-                "stored entry {name:?} claims {compressed} stored bytes for {size} bytes of data"
-            )));
-        }
-        Ok(Self {
-            name,
-            offset,
-            size: (!has_descriptor).then_some(size),
-            has_descriptor,
-            zip64,
-        })
-    }
-}
-
-/// Where the data descriptor in `held` is, searching from `from`: `(data size, descriptor
-/// length)`. A descriptor's sizes equal the bytes before it.
-fn find_descriptor(held: &[u8], from: usize) -> Option<(usize, usize)> {
-    let signature = DESCRIPTOR.to_le_bytes();
-    let mut at = from;
-    while let Some(found) = held.get(at..)?.windows(4).position(|w| w == signature) {
-        let p = at + found;
-        let size = p as u64;
-        if held.len() >= p + 16
-            && u64::from(u32_at(held, p + 8)) == size
-            && u64::from(u32_at(held, p + 12)) == size
-        {
-            return Some((p, 16));
-        }
-        if held.len() >= p + 24 && u64_at(held, p + 8) == size && u64_at(held, p + 16) == size {
-            return Some((p, 24));
-        }
-        if held.len() < p + 24 {
-            // Not all of it has arrived: look here again when more has.
-            return None;
-        }
-        at = p + 1;
-    }
-    None
-}
-
-fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_le_bytes([b[i], b[i + 1]])
-}
-
-fn u32_at(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-}
-
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[i..i + 8]);
-    u64::from_le_bytes(x)
 }
