@@ -533,7 +533,9 @@ node_up() {
         --authorization-kubeconfig "$NODE/kube-scheduler.kubeconfig" \
         --bind-address 127.0.0.1 --secure-port "$(free_ports 1)" --leader-elect=false
 
-    node_start kubelet "$bin/kubelet" --config "$NODE/kubelet.yaml" \
+    # DILOCO_NODE_KUBELET: another kubelet binary (a patched build to try; the tests use one
+    # that cannot start, to show that `up` then fails with its log).
+    node_start kubelet "${DILOCO_NODE_KUBELET:-$bin/kubelet}" --config "$NODE/kubelet.yaml" \
         --kubeconfig "$NODE/kubelet.kubeconfig" --root-dir "$NODE/kubelet" --cert-dir "$NODE/kubelet/pki" \
         --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
     node_start kube-proxy "$bin/kube-proxy" --config "$NODE/kube-proxy.yaml"

@@ -3,6 +3,7 @@
 //! coordinator and worker processes.
 
 pub mod binaries;
+pub mod chart;
 pub mod frames;
 pub mod kube_helpers;
 pub mod local_cluster;

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use crate::baselines::{Landing, raw_tcp_bytes_per_second};
 use crate::pinning::{CoreSplit, ProcessPin};
-use crate::setup::{post_json, pseudo_gradient, start_coordinator, submit, upload_body};
+use crate::setup::{
+    INGEST_CONFIG, post_json, pseudo_gradient, start_coordinator, submit, upload_body,
+};
 use crate::{MB, REPETITIONS, median};
 
 /// Ingest rates (bytes per second) against their raw baselines, and what the rounds cost.
@@ -54,13 +56,7 @@ impl CpuPerByte {
 /// others, and the raw baselines are pinned the same way.
 pub async fn ingest_bench(root: &Path, params: usize, split: Option<&CoreSplit>) -> Ingest {
     let dir = tempfile::tempdir_in(root).expect("temporary directory");
-    let coordinator = start_coordinator(
-        dir.path(),
-        params,
-        "training: {heartbeat_timeout_seconds: 3600, sync_timeout_seconds: 3600, \
-         download_dtype: bf16}\n\
-         checkpoint: {every_rounds: 0}\n",
-    );
+    let coordinator = start_coordinator(dir.path(), params, INGEST_CONFIG);
     let _pinned = split.map(|split| ProcessPin::split(&coordinator, split));
     let (http, url) = (diloco_tests::http_client(), coordinator.url.clone());
     let blob = pseudo_gradient(params);
@@ -224,10 +220,7 @@ pub async fn tls_ingest_bench(
     let coordinator = start_coordinator(
         dir.path(),
         params,
-        "training: {heartbeat_timeout_seconds: 3600, sync_timeout_seconds: 3600, \
-         download_dtype: bf16}\n\
-         checkpoint: {every_rounds: 0}\n\
-         tls: {cert: server.pem, key: server.key}\n",
+        &format!("{INGEST_CONFIG}tls: {{cert: server.pem, key: server.key}}\n"),
     );
     let _pinned = split.map(|split| ProcessPin::split(&coordinator, split));
     diloco_client::coordinator_client::install_crypto_provider();

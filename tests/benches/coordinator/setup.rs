@@ -21,6 +21,12 @@ pub fn layout(params: usize) -> ModelLayout {
     ModelLayout::new(tensors).expect("distinct names")
 }
 
+/// The ingest benches' coordinator settings: rounds never time out and no checkpoint is
+/// written, so what is timed is receiving, validating and folding.
+pub const INGEST_CONFIG: &str = "training: {heartbeat_timeout_seconds: 3600, \
+                                 sync_timeout_seconds: 3600, download_dtype: bf16}\n\
+                                 checkpoint: {every_rounds: 0}\n";
+
 /// Starts a coordinator on a fresh model of `params` fp32 parameters.
 pub fn start_coordinator(dir: &Path, params: usize, config: &str) -> CoordinatorProcess {
     start_coordinator_on(dir, &layout(params), config)

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use diloco_tests::LocalCluster;
+use diloco_tests::chart::install_operator_chart;
 use diloco_tests::kube_helpers::wait_until;
 use diloco_tests::local_cluster::repo_root;
-use diloco_tests::service_accounts::{client_from, kube_tool, service_account_kubeconfig};
+use diloco_tests::service_accounts::{client_from, service_account_kubeconfig};
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -317,32 +318,25 @@ async fn type_checked_policies(admin: &Client, namespace: &str) -> Vec<Validatin
     .await
 }
 
+/// The chart in `namespace`, its admission policy allowing the coordinator's image and the
+/// test mirror's.
+fn install_chart_admitting_the_mirror(kubeconfig: &std::path::Path, namespace: &str) {
+    install_operator_chart(
+        kubeconfig,
+        RELEASE,
+        namespace,
+        &[&format!(
+            "allowedImages={{ghcr.io/diloco-dev/diloco-coordinator,{MIRROR}}}"
+        )],
+    );
+}
+
 #[tokio::test]
 async fn the_operators_identity_may_create_only_restricted_labelled_children() {
     let cluster = LocalCluster::shared();
     let admin = cluster.client().await.unwrap();
     let namespace = cluster.namespace(&admin, "vap").await.unwrap();
-    let output = kube_tool("helm")
-        .args([
-            "install",
-            RELEASE,
-            "charts/diloco-operator",
-            "--namespace",
-            &namespace,
-        ])
-        .args(["--set", "crds.install=false"])
-        .args([
-            "--set",
-            &format!("allowedImages={{ghcr.io/diloco-dev/diloco-coordinator,{MIRROR}}}"),
-        ])
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm install failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    install_chart_admitting_the_mirror(cluster.kubeconfig(), &namespace);
 
     for policy in type_checked_policies(&admin, &namespace).await {
         let warnings = policy
@@ -479,27 +473,7 @@ async fn image_prefixes_follow_the_operators_allowlist_rule() {
     let cluster = LocalCluster::shared();
     let admin = cluster.client().await.unwrap();
     let namespace = cluster.namespace(&admin, "vap-images").await.unwrap();
-    let output = kube_tool("helm")
-        .args([
-            "install",
-            RELEASE,
-            "charts/diloco-operator",
-            "--namespace",
-            &namespace,
-        ])
-        .args(["--set", "crds.install=false"])
-        .args([
-            "--set",
-            &format!("allowedImages={{ghcr.io/diloco-dev/diloco-coordinator,{MIRROR}}}"),
-        ])
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    install_chart_admitting_the_mirror(cluster.kubeconfig(), &namespace);
     let operator = service_account_client(&admin, &namespace, SERVICE_ACCOUNT).await;
     let conforming = coordinator_deployment(&namespace);
     let with_image = |image: &str| {

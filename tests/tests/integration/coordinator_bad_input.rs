@@ -1,81 +1,13 @@
 //! Bad uploads get a 4xx with a JSON error and change nothing: the parameters (compared as
 //! bytes), the round and the roster are the same before and after each one.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use diloco_client::wire::dtype::WireDtype;
-use diloco_client::wire::layout::ModelLayout;
-use diloco_client::wire::safetensors;
 use diloco_tests::frames::{RawTensor, bf16_bytes, frame};
-use diloco_tests::get_status;
 use diloco_tests::processes::CoordinatorProcess;
 use serde_json::Value;
 
-/// What must not change: parameter bytes, round, registered workers, folded submissions.
-#[derive(Debug, PartialEq)]
-struct Observed {
-    params: Vec<u8>,
-    round: u64,
-    registered: Vec<String>,
-    pending: Vec<String>,
-}
-
-struct Harness {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Harness {
-    async fn observe(&self) -> Observed {
-        let params = self
-            .http
-            .get(format!("{}/global_params", self.url))
-            .send()
-            .await
-            .unwrap();
-        let params = params.bytes().await.unwrap().to_vec();
-        let status = get_status(&self.http, &self.url).await;
-        Observed {
-            params,
-            round: status.sync_round,
-            registered: status.workers.into_keys().collect(),
-            pending: status.pending_submissions,
-        }
-    }
-
-    async fn submit(&self, body: Vec<u8>) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}/submit_pseudograd", self.url))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Submits `body`, expects `status` with a JSON error mentioning `needle`, and checks
-    /// that nothing observable changed.
-    async fn refused(&self, what: &str, body: Vec<u8>, status: u16, needle: &str) {
-        let before = self.observe().await;
-        let (got, reply) = self.submit(body).await;
-        assert_eq!(got, status, "{what}: {reply}");
-        let error = reply["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{what}: no JSON error in {reply}"));
-        assert!(
-            error.contains(needle),
-            "{what}: {error:?} should mention {needle:?}"
-        );
-        assert_eq!(
-            self.observe().await,
-            before,
-            "{what} changed the coordinator's state"
-        );
-    }
-}
+use crate::upload_refusals::{self, Harness};
 
 fn good(worker: &str) -> Vec<u8> {
     frame(
@@ -115,14 +47,10 @@ fn with_w(worker: &str, w: RawTensor<'_>) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_of_bad_upload_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8]), ("b".into(), vec![8])]).unwrap();
-    let initial: Vec<f32> = (0..40).map(|i| i as f32 / 10.0).collect();
-    let blob = safetensors::encode(&layout, &initial, WireDtype::Fp32, &BTreeMap::new());
-    std::fs::write(dir.path().join("init.safetensors"), blob).unwrap();
-    let coordinator = CoordinatorProcess::start(
+    let initial = upload_refusals::initial_values();
+    let (coordinator, _) = upload_refusals::start(
         dir.path(),
-        "model: {initial_parameters: init.safetensors}\n\
-         training: {min_workers: 2, heartbeat_timeout_seconds: 300}\n\
+        "training: {min_workers: 2, heartbeat_timeout_seconds: 300}\n\
          limits: {max_upload_bytes: 4096}\n",
     );
     let h = Harness {

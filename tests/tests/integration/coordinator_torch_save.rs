@@ -8,12 +8,11 @@ use std::collections::BTreeMap;
 
 use diloco_client::wire::dtype::{WireDtype, f32_to_bf16};
 use diloco_client::wire::frame::{FrameHeader, PayloadFormat, encode_frame};
-use diloco_client::wire::layout::ModelLayout;
 use diloco_client::wire::safetensors;
 use diloco_client::wire::torch_save::{self, StorageDtype, TensorToWrite};
-use diloco_tests::get_status;
-use diloco_tests::processes::CoordinatorProcess;
 use serde_json::Value;
+
+use crate::upload_refusals::{self, Harness};
 
 /// A frame with no `fmt` (forgather's default: pickle) around `payload`.
 fn pickle_frame(worker: &str, payload: &[u8]) -> Vec<u8> {
@@ -51,67 +50,6 @@ fn gradient_archive(w: f32, b: f32) -> Vec<u8> {
     ])
 }
 
-#[derive(Debug, PartialEq)]
-struct Observed {
-    params: Vec<u8>,
-    round: u64,
-    pending: Vec<String>,
-}
-
-struct Harness {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Harness {
-    async fn observe(&self) -> Observed {
-        let params = self
-            .http
-            .get(format!("{}/global_params", self.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .to_vec();
-        let status = get_status(&self.http, &self.url).await;
-        Observed {
-            params,
-            round: status.sync_round,
-            pending: status.pending_submissions,
-        }
-    }
-
-    async fn submit(&self, body: Vec<u8>) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}/submit_pseudograd", self.url))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn refused(&self, what: &str, payload: Vec<u8>, status: u16, needle: &str) {
-        let before = self.observe().await;
-        let (got, reply) = self.submit(pickle_frame("w1", &payload)).await;
-        assert_eq!(got, status, "{what}: {reply}");
-        let error = reply["error"].as_str().unwrap_or_default();
-        assert!(
-            error.contains(needle),
-            "{what}: {error:?} should mention {needle:?}"
-        );
-        assert_eq!(
-            self.observe().await,
-            before,
-            "{what} changed the coordinator's state"
-        );
-    }
-}
-
 /// The pickle of `{"w": <GLOBAL module.name called with one string>}`.
 fn calling(module: &str, name: &str) -> Vec<u8> {
     let mut p = vec![0x80, 2, b'}', b'(', b'X', 1, 0, 0, 0, b'w', b'c'];
@@ -143,14 +81,10 @@ fn with_pickle(archive: &[u8], pickle: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8]), ("b".into(), vec![8])]).unwrap();
-    let initial: Vec<f32> = (0..40).map(|i| i as f32 / 10.0).collect();
-    let blob = safetensors::encode(&layout, &initial, WireDtype::Fp32, &BTreeMap::new());
-    std::fs::write(dir.path().join("init.safetensors"), blob).unwrap();
-    let coordinator = CoordinatorProcess::start(
+    let layout = upload_refusals::model();
+    let (coordinator, _) = upload_refusals::start(
         dir.path(),
-        "model: {initial_parameters: init.safetensors}\n\
-         training: {min_workers: 1, heartbeat_timeout_seconds: 300}\n\
+        "training: {min_workers: 1, heartbeat_timeout_seconds: 300}\n\
          limits: {max_upload_bytes: 65536}\n",
     );
     let h = Harness {
@@ -168,17 +102,33 @@ async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
 
     let good = gradient_archive(0.25, -0.5);
     let refused_global = with_pickle(&good, &calling("os", "system"));
-    h.refused("GLOBAL os.system", refused_global, 415, "os.system")
-        .await;
+    h.refused(
+        "GLOBAL os.system",
+        pickle_frame("w1", &refused_global),
+        415,
+        "os.system",
+    )
+    .await;
     let eval = with_pickle(&good, &calling("builtins", "eval"));
-    h.refused("REDUCE of builtins.eval", eval, 415, "builtins.eval")
-        .await;
+    h.refused(
+        "REDUCE of builtins.eval",
+        pickle_frame("w1", &eval),
+        415,
+        "builtins.eval",
+    )
+    .await;
     // A nested pickle travels as bytes (BINBYTES), which no state dict needs.
     let nested = with_pickle(
         &good,
         b"\x80\x02}(X\x01\x00\x00\x00wB\x04\x00\x00\x00\x80\x02N.u.",
     );
-    h.refused("nested pickle", nested, 415, "BINBYTES").await;
+    h.refused(
+        "nested pickle",
+        pickle_frame("w1", &nested),
+        415,
+        "BINBYTES",
+    )
+    .await;
     // A persistent id to a storage record the archive does not hold.
     let mut missing = good.clone();
     // Storage key "0" is written as BINUNICODE "0" followed by BINUNICODE "cpu".
@@ -187,8 +137,13 @@ async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
         .position(|w| w == b"\x01\x00\x00\x000X\x03")
         .unwrap();
     missing[at + 4] = b'9';
-    h.refused("persistent id to a missing record", missing, 400, "data/9")
-        .await;
+    h.refused(
+        "persistent id to a missing record",
+        pickle_frame("w1", &missing),
+        400,
+        "data/9",
+    )
+    .await;
     // A deflated entry: nothing is ever inflated, so no zip bomb.
     let mut deflated = good.clone();
     let directory = deflated
@@ -196,8 +151,13 @@ async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
         .position(|w| w == b"PK\x01\x02")
         .unwrap();
     deflated[directory + 10] = 8;
-    h.refused("compressed entry", deflated, 400, "compressed")
-        .await;
+    h.refused(
+        "compressed entry",
+        pickle_frame("w1", &deflated),
+        400,
+        "compressed",
+    )
+    .await;
     // The central directory comes last: tensors that streamed in (and were stored, this being
     // the round's first upload) under a directory that then disagrees with what streamed by
     // are refused and dropped.
@@ -207,18 +167,23 @@ async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
     lying[directory + 46 + name_len - 1] = b'X';
     h.refused(
         "central directory naming another entry",
-        lying,
+        pickle_frame("w1", &lying),
         400,
         "not what streamed by",
     )
     .await;
     let mut trailing = gradient_archive(9.0, 9.0);
     trailing.push(0);
-    h.refused("a byte after the end record", trailing, 400, "end")
-        .await;
+    h.refused(
+        "a byte after the end record",
+        pickle_frame("w1", &trailing),
+        400,
+        "end",
+    )
+    .await;
     h.refused(
         "not an archive",
-        b"PK\x03\x04 and nothing".to_vec(),
+        pickle_frame("w1", b"PK\x03\x04 and nothing"),
         400,
         "end record",
     )
@@ -261,14 +226,9 @@ async fn torch_save_uploads_fold_and_hostile_ones_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_use_the_announced_codec_unless_the_request_names_another() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8]), ("b".into(), vec![8])]).unwrap();
-    let initial: Vec<f32> = (0..40).map(|i| i as f32 / 10.0).collect();
-    let blob = safetensors::encode(&layout, &initial, WireDtype::Fp32, &BTreeMap::new());
-    std::fs::write(dir.path().join("init.safetensors"), &blob).unwrap();
-    let coordinator = CoordinatorProcess::start(
+    let (coordinator, blob) = upload_refusals::start(
         dir.path(),
-        "model: {initial_parameters: init.safetensors}\n\
-         training: {min_workers: 1, heartbeat_timeout_seconds: 300, wire_format: pickle}\n",
+        "training: {min_workers: 1, heartbeat_timeout_seconds: 300, wire_format: pickle}\n",
     );
     let http = diloco_tests::http_client();
     let url = &coordinator.url;

@@ -35,3 +35,4 @@ mod coordinator_work_units;
 // No server at all: the chart as rendered, and how binaries find libtorch.
 mod helm_chart;
 mod libtorch_runtime;
+mod upload_refusals;

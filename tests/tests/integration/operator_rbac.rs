@@ -12,10 +12,10 @@
 use std::time::Duration;
 
 use diloco_tests::LocalCluster;
+use diloco_tests::chart::install_operator_chart;
 use diloco_tests::kube_helpers::{apply_server, condition, install_crd, wait_until};
-use diloco_tests::local_cluster::repo_root;
 use diloco_tests::operator_process::OperatorProcess;
-use diloco_tests::service_accounts::{client_from, kube_tool, service_account_kubeconfig};
+use diloco_tests::service_accounts::{client_from, service_account_kubeconfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -34,25 +34,7 @@ const IMAGE: &str = "ghcr.io/diloco-dev/diloco-coordinator:test";
 /// `helm install` of the chart into `namespace` with `sets` (the CRD is installed by the
 /// tests already).
 fn helm_install(kubeconfig: &std::path::Path, namespace: &str, sets: &[&str]) {
-    let mut command = kube_tool("helm");
-    command
-        .args(["install", RELEASE, "charts/diloco-operator"])
-        .args(["--namespace", namespace])
-        .args(["--set", "crds.install=false"]);
-    for set in sets {
-        command.args(["--set", set]);
-    }
-    let output = command
-        .env("KUBECONFIG", kubeconfig)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm install failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let notes = String::from_utf8_lossy(&output.stdout);
+    let notes = install_operator_chart(kubeconfig, RELEASE, namespace, sets);
     assert!(
         notes.contains("kubectl apply"),
         "NOTES.txt tells what to apply next: {notes}"

@@ -9,12 +9,14 @@
 //! - `network_policies`: the operator's NetworkPolicies, shown by connections;
 //! - `operator_pods`: leader election between two operator pods;
 //! - `images`: what the images run as and carry;
+//! - `startup_failure`: a node that cannot start fails with its log, leaving nothing behind;
 //! - `training`: operator → coordinator → a worker pod trains from the bundle; rotation.
 
 mod admission;
 mod images;
 mod network_policies;
 mod operator_pods;
+mod startup_failure;
 mod training;
 
 use std::time::Duration;
