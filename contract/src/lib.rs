@@ -10,6 +10,7 @@
 //! - [`credentials`]: the files of a mounted credential (token directory, TLS Secret, worker
 //!   bundle) and `endpoints.json`;
 //! - [`clients`]: the roles and the current-client list (`clients.json`);
+//! - [`console`]: the console's JSON API, its headers and the console's client certificate;
 //! - [`env`]: the environment variables workers read (the Python SDK reads the same);
 //! - [`wire`]: the submit frame, safetensors, tensor dtypes and the model layout;
 //! - [`constants`]: all names above as one JSON document, which the Python SDK's tests compare
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod constants;
 pub mod credentials;
 pub mod env;
