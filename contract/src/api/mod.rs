@@ -4,6 +4,7 @@
 //! exists) and the bulk plane ([`BULK_PATHS`] and [`HEALTH`]). On the control plane a bulk path
 //! answers 404 with the bulk plane's URL in [`BULK_URL_HEADER`] and [`ErrorBody::bulk_url`].
 
+pub mod audit;
 pub mod control;
 pub mod errors;
 pub mod stats;
@@ -11,6 +12,7 @@ pub mod status;
 pub mod work;
 pub mod workers;
 
+pub use audit::{AUDIT, AuditTail, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT};
 pub use control::{
     CommandQueued, CommandRequest, ControlAction, ControlReply, ControlRequest, NumWorkersUpdated,
     OptimizerUpdated, SavedState, ShuttingDown, TokenBudgetUpdated, UpdateNumWorkersRequest,
