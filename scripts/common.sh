@@ -26,6 +26,9 @@ LOCAL_PATH_PROVISIONER_DIR=$CACHE_ROOT/local-path-provisioner-$LOCAL_PATH_PROVIS
 # Debian packages the node and the image builds need (installed by scripts/bootstrap node).
 NODE_PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack
     buildah umoci skopeo debootstrap busybox-static gcc libc6-dev patchelf)
+# The headless browser the console's tests drive (scripts/bootstrap browser): fonts-liberation so
+# pages and screenshots render text with metric-compatible fonts (it is only a Recommends).
+BROWSER_PACKAGES=(chromium chromium-driver fonts-liberation)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() {
