@@ -1,8 +1,9 @@
 //! Fixtures for the end-to-end tests in `tests/tests/`: the real local control plane they run
-//! on, helpers to get a client and a namespace of one's own, the workspace's binaries, and
-//! coordinator and worker processes.
+//! on, helpers to get a client and a namespace of one's own, the workspace's binaries,
+//! coordinator and worker processes, and a headless browser for the console's pages.
 
 pub mod binaries;
+pub mod browser;
 pub mod chart;
 pub mod frames;
 pub mod kube_helpers;

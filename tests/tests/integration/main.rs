@@ -32,6 +32,9 @@ mod coordinator_torch_save;
 mod coordinator_training;
 mod coordinator_work_units;
 
+// A real headless Chromium (Debian's, through chromedriver): the harness the console's tests use.
+mod browser;
+
 // No server at all: the chart as rendered, and how binaries find libtorch.
 mod helm_chart;
 mod libtorch_runtime;
