@@ -2,6 +2,7 @@
 //! ServiceAccount, `KUBECONFIG`, or `--kubeconfig`).
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,6 +69,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?,
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a pod's log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match &cli.kubeconfig {
