@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod browser;
 pub mod chart;
+pub mod console_server;
 pub mod frames;
 pub mod kube_helpers;
 pub mod local_cluster;
