@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# Three images from one multi-stage build (see docs/operator.md, "Images"):
+# Four images from one multi-stage build (see docs/operator.md, "Images"):
 #
 #   docker build --target operator    -t ghcr.io/diloco-dev/diloco-operator:0.1.0 .
+#   docker build --target console     -t ghcr.io/diloco-dev/diloco-console:0.1.0 .
 #   docker build --target coordinator -t ghcr.io/diloco-dev/diloco-coordinator:0.1.0 .
 #   docker build --target worker      -t ghcr.io/diloco-dev/diloco-example-worker:0.1.0 .
 #
@@ -42,8 +43,9 @@ ENV LIBTORCH=/opt/venv/lib/python${PYTHON_VERSION}/site-packages/torch
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p diloco-operator -p diloco-coordinator \
-        -p diloco-client --bins \
+        -p diloco-client -p diloco-console --bins \
     && install -D target/release/diloco-operator /out/diloco-operator \
+    && install -D target/release/diloco-console /out/diloco-console \
     && install -D target/release/diloco-coordinator /out/diloco-coordinator \
     && install -D target/release/diloco-example-worker /out/diloco-example-worker
 
@@ -61,6 +63,13 @@ COPY --from=binaries /out/diloco-operator /usr/local/bin/diloco-operator
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/diloco-operator"]
 CMD ["run"]
+
+# The console (web UI and proxy; its assets are in the binary): the operator's base, non-root.
+FROM gcr.io/distroless/cc-debian12:nonroot AS console
+COPY --from=binaries /out/diloco-console /usr/local/bin/diloco-console
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/diloco-console"]
 
 # libtorch and the CUDA libraries the wheel depends on, shared by the coordinator and the worker.
 FROM debian:bookworm-slim AS torch-runtime
