@@ -10,7 +10,7 @@ pub const DEFAULT_CONSOLE_NAMESPACE: &str = "diloco-system";
 
 /// `kubectl diloco`: look after DiLoCoServers from the terminal.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl diloco", version, about, long_about = None)]
+#[command(name = "kubectl-diloco", bin_name = "kubectl diloco", version, about, long_about = None)]
 pub struct Cli {
     /// Flags every subcommand takes, as kubectl spells them.
     #[command(flatten)]
