@@ -10,10 +10,12 @@
 //! The real-node tests are a binary of their own (`tests/real_node/`): they need root and a
 //! kubelet, and one test at a time.
 
-// On a real kube-apiserver + etcd (+ kube-controller-manager), shared by these modules.
+// On a real kube-apiserver + etcd (+ kube-controller-manager), shared by these modules
+// (kubectl_diloco runs the plugin binary against it).
 mod admission_policy;
 mod console;
 mod crd_on_api_server;
+mod kubectl_diloco;
 mod operator_on_api_server;
 mod operator_rbac;
 mod tenant_boundary;
