@@ -8,6 +8,7 @@
 //! waiting worker.
 
 pub mod audit;
+pub mod audit_tail;
 pub mod auth;
 pub mod checkpoint;
 pub mod device;

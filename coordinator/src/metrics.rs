@@ -42,6 +42,8 @@ pub struct Metrics {
     pub audit_records_dropped: Counter,
     /// Requests that brought a bearer token to the cleartext bulk plane.
     pub cleartext_bearer: Counter,
+    /// Credential files re-read after a change, by credential and outcome.
+    pub credential_reloads: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -66,6 +68,7 @@ impl Metrics {
             audit_write_failures: Counter::default(),
             audit_records_dropped: Counter::default(),
             cleartext_bearer: Counter::default(),
+            credential_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register("round", "Outer steps completed", metrics.round.clone());
@@ -144,6 +147,12 @@ impl Metrics {
             "Requests that brought a bearer token to the cleartext bulk plane",
             metrics.cleartext_bearer.clone(),
         );
+        registry.register(
+            "credential_reloads",
+            "Credentials re-read from their files after a change, by credential and outcome \
+             (reloaded, or failed: the old one stays in force)",
+            metrics.credential_reloads.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -154,6 +163,16 @@ impl Metrics {
     pub fn reject(&self, kind: &str) {
         self.rejected_uploads
             .get_or_create(&vec![("reason".to_string(), kind.to_string())])
+            .inc();
+    }
+
+    /// Counts a credential reload (`outcome`: `reloaded` or `failed`).
+    pub fn credential_reload(&self, credential: &str, outcome: &str) {
+        self.credential_reloads
+            .get_or_create(&vec![
+                ("credential".to_string(), credential.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
             .inc();
     }
 

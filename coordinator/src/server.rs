@@ -285,10 +285,17 @@ where
                 failing = false;
                 info!(credential, %details, "credential reloaded");
                 details["credential"] = credential.into();
+                coordinator
+                    .metrics()
+                    .credential_reload(credential, "reloaded");
                 coordinator.audit(AuditRecord::new("credential_reload").details(details));
             }
             Err(error) => {
                 if !failing {
+                    // Counted once per failure, like the audit record, not once per second.
+                    coordinator
+                        .metrics()
+                        .credential_reload(credential, "failed");
                     warn!(credential, %error, "credential not reloaded; the old one stays in force");
                     coordinator.audit(
                         AuditRecord::new("credential_reload_failure")

@@ -16,7 +16,8 @@ use diloco_operator::leader_election::LeaderElection;
 use diloco_operator::metrics::{self, Metrics};
 use diloco_operator::reconcile::context::Context;
 use diloco_operator::settings::{
-    DEFAULT_COORDINATOR_REPOSITORY, ImageAllowlist, Settings, parse_labels,
+    ConsoleSettings, DEFAULT_CONSOLE_POD_LABELS, DEFAULT_COORDINATOR_REPOSITORY, ImageAllowlist,
+    Settings, parse_labels, parse_service_account,
 };
 
 #[derive(Parser)]
@@ -82,6 +83,20 @@ struct RunArgs {
     /// Labels of the cluster DNS pods (`key=value,…`).
     #[arg(long, default_value = "k8s-app=kube-dns", value_parser = parse_labels)]
     dns_pod_labels: BTreeMap<String, String>,
+    /// The console's ServiceAccount (`<namespace>/<name>`): every server with operator-owned
+    /// TLS gets a console client certificate only this ServiceAccount may read, and the
+    /// console's pods may reach the control port. Unset: no console.
+    #[arg(long, env = "DILOCO_CONSOLE_SERVICE_ACCOUNT", value_parser = parse_service_account)]
+    console_service_account: Option<(String, String)>,
+    /// Labels of the console's pods (`key=value,…`), in the ServiceAccount's namespace: the
+    /// peer the coordinators' NetworkPolicies admit on the control port.
+    #[arg(
+        long,
+        env = "DILOCO_CONSOLE_POD_LABELS",
+        default_value = DEFAULT_CONSOLE_POD_LABELS,
+        value_parser = parse_labels
+    )]
+    console_pod_labels: BTreeMap<String, String>,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
@@ -134,6 +149,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         allowed_images: ImageAllowlist::new(args.allowed_image_prefixes.iter().cloned()),
         dns_namespace: args.dns_namespace.clone(),
         dns_pod_labels: args.dns_pod_labels.clone(),
+        console: console_settings(&args),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -172,6 +188,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The console settings, when a console ServiceAccount is named.
+fn console_settings(args: &RunArgs) -> Option<ConsoleSettings> {
+    let (namespace, service_account) = args.console_service_account.clone()?;
+    Some(ConsoleSettings {
+        namespace,
+        service_account,
+        pod_labels: args.console_pod_labels.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +219,31 @@ mod tests {
         );
         let single = run_args(&["--watch-namespace", "a"]);
         assert_eq!(single.watch_namespaces, ["a"]);
+    }
+
+    #[test]
+    fn the_console_is_off_unless_its_service_account_is_named() {
+        assert_eq!(console_settings(&run_args(&[])), None);
+        let args = run_args(&[
+            "--console-service-account",
+            "ops/console",
+            "--console-pod-labels",
+            "app=console,tier=web",
+        ]);
+        assert_eq!(
+            console_settings(&args),
+            Some(ConsoleSettings {
+                namespace: "ops".into(),
+                service_account: "console".into(),
+                pod_labels: BTreeMap::from([
+                    ("app".into(), "console".into()),
+                    ("tier".into(), "web".into())
+                ]),
+            })
+        );
+        assert!(
+            Cli::try_parse_from(["diloco-operator", "run", "--console-service-account", "x"])
+                .is_err()
+        );
     }
 }

@@ -72,6 +72,8 @@ pub enum Component {
     CertificateAuthority,
     ServerCertificate,
     OperatorCertificate,
+    ConsoleCertificate,
+    ConsoleAccess,
     WorkerCredentials,
     ClientCredentials,
     Config,
@@ -93,6 +95,8 @@ impl Component {
             Self::CertificateAuthority => "certificate-authority",
             Self::ServerCertificate => "server-certificate",
             Self::OperatorCertificate => "operator-certificate",
+            Self::ConsoleCertificate => "console-certificate",
+            Self::ConsoleAccess => "console-access",
             Self::WorkerCredentials => "worker-credentials",
             Self::ClientCredentials => "client-credentials",
             Self::Config => "config",
@@ -137,6 +141,14 @@ impl ChildNames {
     }
     pub fn operator_tls_secret(&self) -> String {
         self.child("operator-client-tls")
+    }
+    /// The console's client certificate (`<server>-console-client-tls`).
+    pub fn console_tls_secret(&self) -> String {
+        self.child(diloco_contract::console::CONSOLE_CLIENT_TLS_SUFFIX)
+    }
+    /// The Role and RoleBinding that let the console read [`Self::console_tls_secret`].
+    pub fn console_role(&self) -> String {
+        self.child("console")
     }
     pub fn worker_credentials_secret(&self) -> String {
         self.child("worker-credentials")

@@ -24,6 +24,45 @@ pub struct Settings {
     pub dns_namespace: String,
     /// Labels of the cluster DNS pods.
     pub dns_pod_labels: BTreeMap<String, String>,
+    /// The console, if one is installed: it gets a client certificate for every server with
+    /// operator-owned TLS, and its pods may reach the control port.
+    pub console: Option<ConsoleSettings>,
+}
+
+/// Who the console is: the ServiceAccount that may read each server's console certificate,
+/// and the pods the coordinators' NetworkPolicies admit on the control port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// Namespace of the console's ServiceAccount and pods.
+    pub namespace: String,
+    /// Name of the console's ServiceAccount.
+    pub service_account: String,
+    /// Labels of the console's pods.
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+/// Default labels of the console's pods (the chart's selector labels).
+pub const DEFAULT_CONSOLE_POD_LABELS: &str = "app.kubernetes.io/name=diloco-console";
+
+/// Parses `<namespace>/<name>` (the form of `--console-service-account`).
+pub fn parse_service_account(text: &str) -> Result<(String, String), String> {
+    let (namespace, name) = text
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not <namespace>/<name>"))?;
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 253
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    if !valid(namespace) || !valid(name) {
+        return Err(format!(
+            "`{text}` is not <namespace>/<name> of lowercase DNS names"
+        ));
+    }
+    Ok((namespace.to_string(), name.to_string()))
 }
 
 impl Default for Settings {
@@ -38,6 +77,7 @@ impl Default for Settings {
             allowed_images: ImageAllowlist::new([DEFAULT_COORDINATOR_REPOSITORY]),
             dns_namespace: "kube-system".into(),
             dns_pod_labels: BTreeMap::from([("k8s-app".into(), "kube-dns".into())]),
+            console: None,
         }
     }
 }
@@ -136,5 +176,16 @@ mod tests {
         );
         assert!(parse_labels("novalue").is_err());
         assert!(parse_labels("=x").is_err());
+    }
+
+    #[test]
+    fn a_console_service_account_is_namespace_slash_name() {
+        assert_eq!(
+            parse_service_account("diloco-system/diloco-console").unwrap(),
+            ("diloco-system".to_string(), "diloco-console".to_string())
+        );
+        for bad in ["diloco-console", "/x", "ns/", "ns/Name", "a/b/c"] {
+            assert!(parse_service_account(bad).is_err(), "{bad}");
+        }
     }
 }

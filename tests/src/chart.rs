@@ -33,3 +33,30 @@ pub fn install_operator_chart(
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Every object `helm template` renders of `charts/diloco-operator` as release `diloco` into
+/// `namespace` with `--set` values `sets`, as JSON. Panics with helm's error when it fails.
+pub fn render_chart(namespace: &str, sets: &[&str]) -> Vec<serde_json::Value> {
+    let mut command = kube_tool("helm");
+    command.args([
+        "template",
+        "diloco",
+        "charts/diloco-operator",
+        "--namespace",
+        namespace,
+    ]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let output = command.output().expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<serde_json::Value>(doc).ok())
+        .filter(serde_json::Value::is_object)
+        .collect()
+}

@@ -60,3 +60,24 @@ place where contradictory values fail the install with a message.
 {{- define "diloco-operator.allowedImages" -}}
 {{- default (list .Values.coordinator.image.repository) .Values.allowedImages | toJson -}}
 {{- end -}}
+
+{{- /* The console's objects: `<fullname>-console`. */ -}}
+{{- define "diloco-operator.consoleName" -}}
+{{- printf "%s-console" (include "diloco-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "diloco-operator.consoleServiceAccountName" -}}
+{{- default (include "diloco-operator.consoleName" .) .Values.console.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "diloco-operator.consoleSelectorLabels" -}}
+app.kubernetes.io/name: diloco-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "diloco-operator.consoleLabels" -}}
+{{ include "diloco-operator.consoleSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}

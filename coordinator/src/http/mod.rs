@@ -3,6 +3,7 @@
 //! round engine and map its [`crate::engine::EngineError`]s to responses ([`ApiError`]).
 
 pub mod api_error;
+mod audit;
 pub mod authenticate;
 mod body_limits;
 mod bulk_advert;
@@ -64,7 +65,7 @@ fn health() -> axum::routing::MethodRouter<App> {
 
 /// The control plane's routes; with `credentials`, all but `/health` need one (without, as
 /// with `auth.disabled`, every caller is the anonymous admin). `/control/*` needs the admin
-/// role. With a bulk plane (`bulk`), the bulk paths answer 404 with its URL (after
+/// role, and so does `/audit`. With a bulk plane (`bulk`), the bulk paths answer 404 with its URL (after
 /// authentication, so only authenticated callers learn it).
 pub fn router(
     engine: Arc<Coordinator>,
@@ -119,6 +120,13 @@ pub fn router(
         .route(
             &format!("{}{{action}}", api::CONTROL_PREFIX),
             post(control::control).layer(axum::middleware::from_fn_with_state(
+                admin.clone(),
+                authenticate::require_admin,
+            )),
+        )
+        .route(
+            api::AUDIT,
+            get(audit::audit_tail).layer(axum::middleware::from_fn_with_state(
                 admin,
                 authenticate::require_admin,
             )),

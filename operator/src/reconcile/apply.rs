@@ -1,7 +1,8 @@
 //! Apply: server-side apply of every desired child with one field manager (`force`, so the
 //! operator's fields win over hand edits of its own objects — the ownership step has refused
 //! any name someone else holds), then deletion of labelled children this server controls
-//! that are no longer desired (a plane switched off, a client removed). Claims are never
+//! that are no longer desired (a plane switched off, a client removed, the console switched
+//! off: its Role and RoleBinding go before its Secret). Claims are never
 //! deleted: they hold the audit log.
 
 use std::collections::BTreeSet;
@@ -49,9 +50,13 @@ pub async fn apply(
         services,
         network_policies,
         deployments,
+        roles,
+        role_bindings,
     } = desired;
     // Order matters only for a first start: what the pod mounts exists before the pod.
     apply_all(client, namespace, secrets).await?;
+    apply_all(client, namespace, roles).await?;
+    apply_all(client, namespace, role_bindings).await?;
     apply_all(client, namespace, config_maps).await?;
     apply_all(client, namespace, service_accounts).await?;
     apply_all(client, namespace, claims).await?;
@@ -75,6 +80,8 @@ pub async fn apply(
         deleted.extend(prune(client, &scope, deployments).await?);
         deleted.extend(prune(client, &scope, service_accounts).await?);
         deleted.extend(prune(client, &scope, config_maps).await?);
+        deleted.extend(prune(client, &scope, role_bindings).await?);
+        deleted.extend(prune(client, &scope, roles).await?);
         deleted.extend(prune(client, &scope, secrets).await?);
     }
     Ok(Applied {

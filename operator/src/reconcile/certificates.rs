@@ -42,6 +42,9 @@ pub enum LeafRole {
     Server,
     /// The operator's own client certificate (status polling).
     Operator,
+    /// The console's client certificate (its proxy to the coordinator), when a console is
+    /// configured.
+    Console,
     /// A `spec.tls.clients` entry.
     Client(String),
 }

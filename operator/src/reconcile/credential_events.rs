@@ -87,6 +87,7 @@ fn describe_role(role: &LeafRole) -> String {
     match role {
         LeafRole::Server => "server".into(),
         LeafRole::Operator => "operator client".into(),
+        LeafRole::Console => "console client".into(),
         LeafRole::Client(name) => format!("client {name}"),
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use kube::ResourceExt;
 
+use diloco_contract::console::CONSOLE_COMMON_NAME;
 use diloco_crds::{
     AuthMode, DiLoCoServer, ROTATE_CA_ANNOTATION, ROTATE_CERTIFICATES_ANNOTATION,
     ROTATE_TOKEN_ANNOTATION, TlsMode,
@@ -96,6 +97,15 @@ pub fn plan_credentials(
                     observed.secret(&names.operator_tls_secret()),
                 ),
             );
+            if settings.console.is_some() {
+                leaves.insert(
+                    LeafRole::Console,
+                    (
+                        client_subject(CONSOLE_COMMON_NAME),
+                        observed.secret(&names.console_tls_secret()),
+                    ),
+                );
+            }
             for client in &spec.tls.clients {
                 leaves.insert(
                     LeafRole::Client(client.name.clone()),

@@ -154,6 +154,9 @@ pub async fn load(client: &Client, server: &DiLoCoServer) -> Result<Observed> {
         names.ca_secret(),
         names.server_tls_secret(),
         names.operator_tls_secret(),
+        // Read whether or not a console is configured: cheap, and the plan then reuses it
+        // when the console is switched back on within its validity.
+        names.console_tls_secret(),
     ];
     owned_names.extend(
         server

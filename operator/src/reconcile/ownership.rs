@@ -81,6 +81,8 @@ pub async fn foreign_children(
         services,
         network_policies,
         deployments,
+        roles,
+        role_bindings,
     } = desired;
     let mut conflicts = Vec::new();
     conflicts.extend(check(client, server, secrets, verified).await?);
@@ -90,6 +92,8 @@ pub async fn foreign_children(
     conflicts.extend(check(client, server, services, verified).await?);
     conflicts.extend(check(client, server, network_policies, verified).await?);
     conflicts.extend(check(client, server, deployments, verified).await?);
+    conflicts.extend(check(client, server, roles, verified).await?);
+    conflicts.extend(check(client, server, role_bindings, verified).await?);
     Ok(conflicts)
 }
 

@@ -306,7 +306,7 @@ async fn type_checked_policies(admin: &Client, namespace: &str) -> Vec<Validatin
                         .is_some_and(|n| n.ends_with(&format!(".{namespace}.diloco.dev")))
                 })
                 .collect();
-            let checked = ours.len() == 3
+            let checked = ours.len() == 5
                 && ours.iter().all(|p| {
                     let status = p.status.as_ref();
                     status.and_then(|s| s.observed_generation) == p.metadata.generation

@@ -24,27 +24,7 @@ fn render(sets: &[&str]) -> Vec<Value> {
 
 /// Every object `helm template` renders with `sets` into `namespace`.
 fn render_in(namespace: &str, sets: &[&str]) -> Vec<Value> {
-    let mut args = vec![
-        "template",
-        "diloco",
-        "charts/diloco-operator",
-        "--namespace",
-        namespace,
-    ];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    let output = helm(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    text.split("\n---")
-        .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
-        .filter(|v| v.is_object())
-        .collect()
+    diloco_tests::chart::render_chart(namespace, sets)
 }
 
 fn kinds(objects: &[Value]) -> Vec<String> {
@@ -147,6 +127,10 @@ fn the_default_install_watches_the_release_namespace_only_with_the_crd_kept_on_u
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
@@ -260,6 +244,14 @@ fn the_reconcile_role_grants_what_the_operator_uses_and_no_more() {
     assert_eq!(verbs(role, "dilocoservers"), ["get", "list", "watch"]);
     assert_eq!(verbs(role, "dilocoservers/status"), ["get", "patch"]);
     assert_eq!(verbs(role, "events"), ["create", "patch"]);
+    // The console's per-server Role and RoleBinding: applied, checked, pruned; never watched.
+    for resource in ["roles", "rolebindings"] {
+        assert_eq!(
+            verbs(role, resource),
+            ["get", "list", "create", "patch", "delete"],
+            "{resource}"
+        );
+    }
 }
 
 #[test]
@@ -344,6 +336,8 @@ fn the_admission_policies_bind_the_operators_identity_and_the_allowed_images() {
         [
             "diloco-diloco-operator-deployments.ops.diloco.dev",
             "diloco-diloco-operator-labels.ops.diloco.dev",
+            "diloco-diloco-operator-rolebindings.ops.diloco.dev",
+            "diloco-diloco-operator-roles.ops.diloco.dev",
             "diloco-diloco-operator-services.ops.diloco.dev",
         ],
         "release and namespace in the name: two installs never share a policy"

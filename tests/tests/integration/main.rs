@@ -13,9 +13,13 @@
 // On a real kube-apiserver + etcd (+ kube-controller-manager), shared by these modules
 // (kubectl_diloco runs the plugin binary against it).
 mod admission_policy;
+mod admission_policy_rbac;
 mod console;
 mod crd_on_api_server;
+// The Grafana dashboard against a real coordinator's and a real operator's /metrics.
+mod grafana_dashboard;
 mod kubectl_diloco;
+mod operator_console;
 mod operator_on_api_server;
 mod operator_rbac;
 mod tenant_boundary;
@@ -23,6 +27,7 @@ mod tenant_boundary;
 // Real coordinator processes over loopback: training, faults, authentication, roles, TLS,
 // hostile and bad input (torch.save archives too), the bulk plane, forgather's protocol details, work-unit dispatch and
 // run statistics.
+mod coordinator_audit;
 mod coordinator_auth;
 mod coordinator_bad_input;
 mod coordinator_bulk;
@@ -40,5 +45,6 @@ mod browser;
 
 // No server at all: the chart as rendered, and how binaries find libtorch.
 mod helm_chart;
+mod helm_chart_console;
 mod libtorch_runtime;
 mod upload_refusals;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use diloco_contract::clients::{ClientEntry, ClientsFile, Role};
+use diloco_contract::console::CONSOLE_COMMON_NAME;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use diloco_crds::ClientAuth;
@@ -27,6 +28,11 @@ pub fn client_list(ctx: &BuildContext<'_>, credentials: &Credentials) -> Option<
         TlsSource::Disabled => None,
         TlsSource::Owned(_) => {
             let mut clients = vec![entry(OPERATOR_CLIENT_NAME, Role::Admin)];
+            // The console proxies control actions for users the console authorised (a
+            // SubjectAccessReview for `patch` on the DiLoCoServer), so it needs the admin role.
+            if ctx.settings.console.is_some() {
+                clients.push(entry(CONSOLE_COMMON_NAME, Role::Admin));
+            }
             clients.extend(tls.clients.iter().map(|c| entry(&c.name, Role::Worker)));
             Some(clients)
         }

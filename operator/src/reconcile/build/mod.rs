@@ -4,6 +4,7 @@
 
 mod clients;
 mod config;
+mod console_access;
 mod deployment;
 mod network_policies;
 mod secrets;
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -30,6 +32,7 @@ use crate::settings::Settings;
 
 pub use clients::{build_clients_config_map, client_list};
 pub use config::coordinator_config;
+pub use console_access::build_console_access;
 pub use deployment::{build_deployment, build_service_account, build_state_claim};
 pub use network_policies::build_network_policies;
 pub use secrets::build_secrets;
@@ -114,6 +117,10 @@ pub struct DesiredObjects {
     pub services: Vec<Service>,
     pub network_policies: Vec<NetworkPolicy>,
     pub deployments: Vec<Deployment>,
+    /// The console's Role on its certificate Secret (with a console configured).
+    pub roles: Vec<Role>,
+    /// Its binding to the console's ServiceAccount.
+    pub role_bindings: Vec<RoleBinding>,
 }
 
 /// The server and what the build needs to know about it.
@@ -171,6 +178,7 @@ pub fn build(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Desire
     }
     let deployment = build_deployment(ctx, credentials, &config);
     config_maps.insert(0, config);
+    let (roles, role_bindings) = build_console_access(ctx, credentials).into_iter().unzip();
     Ok(DesiredObjects {
         secrets: build_secrets(ctx, credentials)?,
         deployments: vec![deployment],
@@ -184,5 +192,7 @@ pub fn build(ctx: &BuildContext<'_>, credentials: &Credentials) -> Result<Desire
         claims: build_state_claim(ctx).into_iter().collect(),
         services,
         network_policies,
+        roles,
+        role_bindings,
     })
 }

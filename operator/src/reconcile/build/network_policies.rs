@@ -6,7 +6,9 @@
 //!
 //! Default peers: pods of the namespace labelled `diloco.dev/server: <server>` on the control
 //! and bulk ports, plus the operator's own pods (its namespace *and* its pod labels, not the
-//! whole namespace) on the control port for its status poller.
+//! whole namespace) on the control port for its status poller, and, with a console
+//! configured, the console's pods (likewise its namespace and pod labels) for its proxy.
+//! `controlFrom` replaces all of them.
 
 use std::collections::BTreeMap;
 
@@ -43,13 +45,19 @@ pub fn build_network_policies(ctx: &BuildContext<'_>) -> Vec<NetworkPolicy> {
         pod_selector: Some(labels_selector(&ctx.settings.operator_pod_labels)),
         ..NetworkPolicyPeer::default()
     };
+    let mut control_peers = vec![workers.clone(), operator];
+    if let Some(console) = &ctx.settings.console {
+        control_peers.push(NetworkPolicyPeer {
+            namespace_selector: Some(selector(NAMESPACE_NAME_LABEL, &console.namespace)),
+            pod_selector: Some(labels_selector(&console.pod_labels)),
+            ..NetworkPolicyPeer::default()
+        });
+    }
     let mut policies = vec![ingress_policy(
         ctx,
         Component::Control,
         CONTROL_PORT_NAME,
-        np.control_from
-            .clone()
-            .unwrap_or_else(|| vec![workers.clone(), operator]),
+        np.control_from.clone().unwrap_or(control_peers),
     )];
     if spec.bulk.enabled {
         policies.push(ingress_policy(

@@ -77,6 +77,11 @@ pub fn build_secrets(ctx: &BuildContext<'_>, credentials: &Credentials) -> Resul
                     Component::OperatorCertificate,
                     BTreeMap::new(),
                 ),
+                LeafRole::Console => (
+                    names.console_tls_secret(),
+                    Component::ConsoleCertificate,
+                    BTreeMap::new(),
+                ),
                 // The certificate is the credential: the shared bearer token would let a
                 // removed client go on as an anonymous worker.
                 LeafRole::Client(client) => (

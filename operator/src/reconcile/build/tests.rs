@@ -15,6 +15,8 @@ use crate::pki::KeyedCertificate;
 use crate::reconcile::certificates::{LeafRole, PkiPlan, StoredCa, StoredLeaf};
 use crate::reconcile::token::TokenPlan;
 
+mod console;
+
 const TOKEN: &str = "fixture-token-0123456789abcdef";
 const ADMIN_TOKEN: &str = "fixture-admin-token-fedcba9876543210";
 
