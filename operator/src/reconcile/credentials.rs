@@ -206,3 +206,80 @@ pub fn next_credential_change(credentials: &Credentials) -> Vec<Timestamp> {
     }
     times
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use diloco_crds::DiLoCoServer;
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::reconcile::build::TlsSource;
+    use crate::reconcile::load::Observed;
+    use crate::settings::{ConsoleSettings, Settings};
+
+    fn console_settings() -> Settings {
+        Settings {
+            console: Some(ConsoleSettings {
+                namespace: "diloco-system".into(),
+                service_account: "diloco-console".into(),
+                pod_labels: BTreeMap::from([(
+                    "app.kubernetes.io/name".to_string(),
+                    "diloco-console".to_string(),
+                )]),
+            }),
+            ..Settings::default()
+        }
+    }
+
+    /// The credentials step issues the console a client certificate with common name
+    /// `diloco-console`, signed by the server's CA, only when a console is configured.
+    #[test]
+    fn the_console_certificate_is_planned_only_with_a_console() {
+        let server: DiLoCoServer = serde_norway::from_str(
+            &std::fs::read_to_string(
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("src/reconcile/build/fixtures/minimal.yaml"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let observed = Observed::default();
+        let validated = crate::reconcile::validate::validate(&server, &observed).unwrap();
+        let now: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let plan = |settings: &Settings| match plan_credentials(
+            &server, &observed, &validated, settings, now,
+        )
+        .unwrap()
+        .tls
+        {
+            TlsSource::Owned(pki) => pki,
+            other => panic!("operator TLS expected, got {other:?}"),
+        };
+        let without = plan(&Settings::default());
+        assert!(!without.leaves.contains_key(&LeafRole::Console));
+        let with = plan(&console_settings());
+        let leaf = &with.leaves[&LeafRole::Console];
+        let der = x509_parser::pem::parse_x509_pem(leaf.keyed.cert_pem.as_bytes())
+            .unwrap()
+            .1;
+        let cert = der.parse_x509().unwrap();
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(common_name, diloco_contract::console::CONSOLE_COMMON_NAME);
+        assert!(with.actions.iter().any(|a| matches!(
+            a,
+            crate::reconcile::certificates::CertificateAction::LeafIssued {
+                role: LeafRole::Console,
+                ..
+            }
+        )));
+    }
+}
