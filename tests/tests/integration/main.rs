@@ -13,6 +13,7 @@
 // On a real kube-apiserver + etcd (+ kube-controller-manager), shared by these modules.
 mod admission_policy;
 mod console;
+mod console_browser;
 mod crd_on_api_server;
 mod operator_on_api_server;
 mod operator_rbac;
