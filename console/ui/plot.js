@@ -22,12 +22,14 @@
     if (magnitude >= 1e6) return (value / 1e6).toFixed(1) + 'M';
     if (magnitude >= 1e3) return (value / 1e3).toFixed(1) + 'k';
     if (magnitude >= 10 || value === 0) return value.toFixed(0);
+    // 0.000263 would be wider than the margin left of the axis.
+    if (magnitude < 0.01) return value.toExponential(1);
     return value.toPrecision(3);
   }
 
   // Draws series of {x, y, label} points: axes, a line per series, a marker per point.
   function plot(target, series, xName, yName) {
-    const width = 640, height = 240, left = 56, right = 12, top = 12, bottom = 36;
+    const width = 640, height = 240, left = 56, right = 12, top = 24, bottom = 36;
     target.replaceChildren();
     const all = series.flatMap((s) => s.points);
     if (all.length === 0) {
@@ -50,7 +52,8 @@
       svg('text', { x: sx(xv), y: height - bottom + 16, 'text-anchor': 'middle', class: 'tick' }, target).textContent = tickLabel(xv);
     }
     svg('text', { x: width - right, y: height - 4, 'text-anchor': 'end', class: 'axis-name' }, target).textContent = xName;
-    svg('text', { x: 4, y: top + 4, class: 'axis-name' }, target).textContent = yName;
+    // Above the plot area, clear of the top tick label.
+    svg('text', { x: 4, y: 14, class: 'axis-name' }, target).textContent = yName;
     series.forEach((s, index) => {
       if (s.points.length === 0) return;
       const path = s.points.map((p, i) => (i === 0 ? 'M' : 'L') + sx(p.x).toFixed(1) + ' ' + sy(p.y).toFixed(1)).join(' ');

@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod browser;
 pub mod chart;
+pub mod console_fixture;
 pub mod console_server;
 pub mod frames;
 pub mod kube_helpers;
@@ -14,6 +15,7 @@ pub mod operator_process;
 pub mod pki;
 pub mod processes;
 pub mod real_node;
+pub mod reporting_worker;
 pub mod service_accounts;
 pub mod tokens;
 

@@ -8,14 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use diloco_client::wire::dtype::WireDtype;
-use diloco_client::wire::layout::ModelLayout;
-use diloco_client::wire::safetensors;
 use diloco_console::upstream::lookup_host;
 use diloco_contract::api::{StatsHistoryReply, StatusReply};
 use diloco_contract::console::{
@@ -24,119 +20,17 @@ use diloco_contract::console::{
 };
 use diloco_crds::{DiLoCoServer, ROTATE_TOKEN_ANNOTATION};
 use diloco_tests::LocalCluster;
+use diloco_tests::console_fixture::{
+    clients, put_console_secret, replace, start_coordinator, user_with,
+};
 use diloco_tests::console_server::ConsoleServer;
 use diloco_tests::http_client;
 use diloco_tests::kube_helpers::{apply_server, install_crd, wait_until};
-use diloco_tests::pki::{Pem, TestCa};
-use diloco_tests::processes::CoordinatorProcess;
-use diloco_tests::tokens::TestTokens;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use diloco_tests::pki::TestCa;
+use kube::api::Api;
 use serde_json::{Value, json};
 
 const IMAGE: &str = "ghcr.io/diloco-dev/diloco-coordinator:test";
-
-/// The clients file with the console in `role` (or without it).
-fn clients(console_role: Option<&str>) -> String {
-    let mut clients = vec![json!({"name": "site-a", "role": "worker"})];
-    if let Some(role) = console_role {
-        clients.push(json!({"name": "diloco-console", "role": role}));
-    }
-    json!({ "clients": clients }).to_string()
-}
-
-/// Replaces a file in one step, as the kubelet updates a mounted Secret.
-fn replace(path: &Path, text: &str) {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, text).unwrap();
-    std::fs::rename(&temp, path).unwrap();
-}
-
-/// A coordinator with TLS (server certificate for `<server>-control.<ns>.svc`), client
-/// certificates from `ca`, and the console an admin.
-fn start_coordinator(dir: &Path, ca: &TestCa, service_host: &str) -> CoordinatorProcess {
-    let pki = dir.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    std::fs::write(pki.join("ca.pem"), ca.cert_pem()).unwrap();
-    let server = ca.server(&[service_host]);
-    std::fs::write(pki.join("server.pem"), &server.cert).unwrap();
-    std::fs::write(pki.join("server.key"), &server.key).unwrap();
-    let tokens = TestTokens::write(dir);
-    replace(&dir.join("clients.json"), &clients(Some("admin")));
-    let layout = ModelLayout::new(vec![("w".into(), vec![4, 8])]).unwrap();
-    let blob = safetensors::encode(&layout, &[0.5; 32], WireDtype::Fp32, &BTreeMap::new());
-    std::fs::write(dir.join("init.safetensors"), blob).unwrap();
-    let config = format!(
-        "tls: {{cert: pki/server.pem, key: pki/server.key, client_ca: pki/ca.pem}}\n\
-         auth: {{{}, clients_file: clients.json}}\n\
-         model: {{initial_parameters: init.safetensors}}\n\
-         checkpoint: {{dir: checkpoints, every_rounds: 0}}\n\
-         audit: {{path: audit.jsonl}}\n",
-        tokens.auth_keys()
-    );
-    CoordinatorProcess::start(dir, &config)
-}
-
-/// The console's client certificate for `server`, as the operator would store it.
-async fn put_console_secret(admin: &Client, namespace: &str, server: &str, pem: &Pem, ca: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": format!("{server}-console-client-tls")},
-        "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": pem.cert, "tls.key": pem.key, "ca.crt": ca},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), namespace)
-        .patch(
-            &format!("{server}-console-client-tls"),
-            &PatchParams::apply("diloco-tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .unwrap();
-}
-
-/// A ServiceAccount bound to a Role with `verbs` on DiLoCoServers; a fresh token for it.
-async fn user_with(admin: &Client, namespace: &str, name: &str, verbs: &[&str]) -> String {
-    let objects = [
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
-        json!({"metadata": {"name": name}, "rules": [
-            {"apiGroups": ["diloco.dev"], "resources": ["dilocoservers"], "verbs": verbs}]}),
-        json!({"metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}),
-    ];
-    let post = PostParams::default();
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create(&post, &serde_json::from_value(objects[0].clone()).unwrap())
-        .await
-        .unwrap();
-    Api::<Role>::namespaced(admin.clone(), namespace)
-        .create(&post, &serde_json::from_value(objects[1].clone()).unwrap())
-        .await
-        .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
-        .create(&post, &serde_json::from_value(objects[2].clone()).unwrap())
-        .await
-        .unwrap();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(name, &post, &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token
-        .expect("a token in the TokenRequest status")
-}
 
 /// A reply: status, whether it is tagged, and the JSON body.
 struct Reply {
@@ -258,7 +152,8 @@ async fn console_logs_in_with_kubernetes_proxies_over_mtls_and_tags_upstream_ref
     let namespace = cluster.namespace(&admin, "console").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("diloco test CA");
-    let coordinator = start_coordinator(dir.path(), &ca, &format!("llm-control.{namespace}.svc"));
+    let host = format!("llm-control.{namespace}.svc");
+    let (coordinator, _tokens) = start_coordinator(dir.path(), &ca, &host, "");
     let coordinator_address: SocketAddr = coordinator.address().parse().unwrap();
 
     // The resources: a server with TLS, one without, and the console's certificate.

@@ -15,6 +15,7 @@
 mod admission_policy;
 mod admission_policy_rbac;
 mod console;
+mod console_browser;
 mod crd_on_api_server;
 // The Grafana dashboard against a real coordinator's and a real operator's /metrics.
 mod grafana_dashboard;
